@@ -1,0 +1,31 @@
+"""specjax: spectral linear algebra, spectral optimizers and spectral diagnostics in JAX.
+
+The linear-algebra core is re-exported here; the optimizers, diagnostics, NTK tools and
+run loader live in `specjax.optim`, `specjax.diagnostics`, `specjax.ntk` and `specjax.runs`.
+"""
+
+from specjax.linalg import (
+    entropy_effective_rank,
+    hard_spectral_clip,
+    kernel_effective_rank,
+    nuclear_rank,
+    polar,
+    randomized_svd,
+    soft_spectral_clip,
+    spectral_norm,
+    stable_rank,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "entropy_effective_rank",
+    "hard_spectral_clip",
+    "kernel_effective_rank",
+    "nuclear_rank",
+    "polar",
+    "randomized_svd",
+    "soft_spectral_clip",
+    "spectral_norm",
+    "stable_rank",
+]
