@@ -1,0 +1,151 @@
+"""A GPT in flax, shaped like nanoGPT's `model.py`.
+
+Token and position embeddings, `num_layers` pre-norm blocks (causal self-attention, then an
+MLP), a final LayerNorm and an output head tied to the token embedding or not. No biases
+anywhere (nanoGPT's `bias=False`). Initialisation follows nanoGPT: N(0, 0.02) for every
+matrix, and N(0, 0.02 / sqrt(2 L)) for the two residual output projections of each block.
+
+Every activation matrix that multiplies a weight is `sow`n into the `intermediates`
+collection, so `apply(..., mutable=["intermediates"])` returns them for spectral logging
+and the gated optimizer; without `mutable` the `sow`s cost nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = ("gelu", "relu2")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Model hyper-parameters (names follow nanoGPT: n_layer ↔ num_layers, n_embd ↔ width)."""
+
+    vocab_size: int
+    context_length: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    width: int = 128
+    mlp_ratio: int = 4
+    activation: str = "gelu"
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "context_length", "num_layers", "num_heads", "width", "mlp_ratio")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive int, got {value!r}")
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"model.width={self.width} must be divisible by model.num_heads={self.num_heads}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+def gelu_exact(h: jax.Array) -> jax.Array:
+    """GELU(h) = h Φ(h) = ½ h (1 + erf(h/√2)), torch.nn.GELU()'s exact form.
+
+    Written out because on XLA:CPU its autodiff fuses into cheaper kernels than
+    `jax.nn.gelu(approximate=False)` (measured 2× faster MLP backward on 2 cores).
+    """
+    return 0.5 * h * (1.0 + jax.lax.erf(h * (1.0 / math.sqrt(2.0))))
+
+
+def _dense(features: int, std: float, name: str) -> nn.Dense:
+    return nn.Dense(
+        features, use_bias=False, kernel_init=nn.initializers.normal(stddev=std), name=name
+    )
+
+
+class CausalSelfAttention(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        B, T, D = x_BxTxD.shape
+        H = D // cfg.num_heads
+        qkv_BxTx3D = _dense(3 * D, 0.02, "qkv")(x_BxTxD)
+        q, k, v = (a.reshape(B, T, cfg.num_heads, H) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
+        # jax.nn.dot_product_attention picks a fused kernel where the backend has one.
+        y_BxTxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        y_BxTxD = y_BxTxNxH.reshape(B, T, D)
+        self.sow("intermediates", "attn_out", y_BxTxD)
+        std = 0.02 / math.sqrt(2 * cfg.num_layers)
+        out = _dense(D, std, "proj")(y_BxTxD)
+        return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+
+
+class MLP(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        D = x_BxTxD.shape[-1]
+        h_BxTxF = _dense(cfg.mlp_ratio * D, 0.02, "fc")(x_BxTxD)
+        if cfg.activation == "gelu":
+            h_BxTxF = gelu_exact(h_BxTxF)
+        else:
+            h_BxTxF = jnp.square(nn.relu(h_BxTxF))
+        self.sow("intermediates", "mlp_act", h_BxTxF)
+        std = 0.02 / math.sqrt(2 * cfg.num_layers)
+        out = _dense(D, std, "proj")(h_BxTxF)
+        return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+
+
+class Block(nn.Module):
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD: jax.Array, deterministic: bool) -> jax.Array:
+        a_BxTxD = nn.LayerNorm(use_bias=False, name="ln_attn")(x_BxTxD)
+        self.sow("intermediates", "attn_in", a_BxTxD)
+        x_BxTxD = x_BxTxD + CausalSelfAttention(self.config, name="attn")(a_BxTxD, deterministic)
+        m_BxTxD = nn.LayerNorm(use_bias=False, name="ln_mlp")(x_BxTxD)
+        self.sow("intermediates", "mlp_in", m_BxTxD)
+        return x_BxTxD + MLP(self.config, name="mlp")(m_BxTxD, deterministic)
+
+
+class GPT(nn.Module):
+    """`GPT(config).apply(params, tokens_BxT) -> logits_BxTxV`."""
+
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, tokens_BxT: jax.Array, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        T = tokens_BxT.shape[-1]
+        if T > cfg.context_length:
+            raise ValueError(
+                f"sequence length {T} exceeds model.context_length={cfg.context_length}"
+            )
+        init = nn.initializers.normal(stddev=0.02)
+        wte = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=init, name="wte")
+        wpe = self.param("wpe", init, (cfg.context_length, cfg.width))
+        x_BxTxD = wte(tokens_BxT) + wpe[:T]
+        x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
+        for i in range(cfg.num_layers):
+            x_BxTxD = Block(cfg, name=f"block_{i}")(x_BxTxD, deterministic)
+        x_BxTxD = nn.LayerNorm(use_bias=False, name="ln_f")(x_BxTxD)
+        self.sow("intermediates", "head_in", x_BxTxD)
+        if cfg.tie_embeddings:
+            return wte.attend(x_BxTxD)
+        return _dense(cfg.vocab_size, 0.02, "head")(x_BxTxD)
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter tree (nanoGPT reports it without `wpe`; we count all)."""
+    return sum(int(p.size) for p in jax.tree.leaves(params))

@@ -1,0 +1,131 @@
+"""Pure functions of the NanoGPT study: init, one train step, evaluation, spectra.
+
+The train state is a dict `{"step", "params", "opt_state"}` (orbax checkpoints it as is).
+`train_step(state, batch) -> (state, metrics)` is pure and jit-able; it captures activations
+only when the optimizer needs them (the gated optimizer reads st(A) of every block's input
+each step), so AdamW and Muon steps pay nothing for the `sow`s in the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from experiments.nanogpt import spectra
+from experiments.nanogpt.model import GPT, GPTConfig
+
+# Power iteration settings for st(A) inside the gated step: activations have a dominant
+# direction (the mean token), so a few iterations reach 1e-3 relative accuracy.
+GATED_ST_ITERS = 10
+GATED_ST_TOL = 1e-3
+# For logging, tighter.
+LOG_ST_ITERS = 50
+LOG_ST_TOL = 1e-5
+
+
+def init_state(model: GPT, tx: optax.GradientTransformation, key: jax.Array) -> dict:
+    """Parameters from `key` (nanoGPT init) and the optimizer state."""
+    T = model.config.context_length
+    params = model.init(key, jnp.zeros((1, T), jnp.int32))["params"]
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+
+def cross_entropy(logits_BxTxV: jax.Array, y_BxT: jax.Array) -> jax.Array:
+    """Mean next-character cross-entropy (nats), computed in float32."""
+    logits = logits_BxTxV.astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y_BxT).mean()
+
+
+def _forward(model: GPT, params, x_BxT, dropout_key, capture: bool):
+    deterministic = model.config.dropout == 0.0
+    rngs = None if deterministic else {"dropout": dropout_key}
+    if capture:
+        logits, variables = model.apply(
+            {"params": params}, x_BxT, deterministic, rngs=rngs, mutable=["intermediates"]
+        )
+        return logits, variables["intermediates"]
+    return model.apply({"params": params}, x_BxT, deterministic, rngs=rngs), None
+
+
+def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key, capture):
+    """(loss, grads, optimizer extra args, activations or None)."""
+
+    def loss_fn(p):
+        logits, inter = _forward(model, p, x_BxT, dropout_key, capture or tx_needs_st)
+        return cross_entropy(logits, y_BxT), inter
+
+    (loss, inter), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    extra, act_st = {}, None
+    if inter is not None:
+        acts = spectra.named_activations(inter, model.config)
+        iters, tol = (LOG_ST_ITERS, LOG_ST_TOL) if capture else (GATED_ST_ITERS, GATED_ST_TOL)
+        act_st = spectra.activation_stable_ranks(acts, x_BxT, model.config, iters=iters, tol=tol)
+        if tx_needs_st:
+            tree = spectra.stable_rank_tree(params, act_st, model.config)
+            extra["activation_stable_ranks"] = jax.lax.stop_gradient(tree)
+    return loss, grads, extra, act_st
+
+
+def make_train_step(
+    model: GPT, tx: optax.GradientTransformation, dropout_key: jax.Array, needs_st: bool
+) -> Callable:
+    """`train_step(state, (x_BxT, y_BxT)) -> (state, {"loss", "grad_norm"})`."""
+
+    def train_step(state, batch):
+        x_BxT, y_BxT = batch
+        key = jax.random.fold_in(dropout_key, state["step"])
+        loss, grads, extra, _ = grads_and_extras(
+            model, needs_st, state["params"], x_BxT, y_BxT, key, capture=False
+        )
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"], **extra)
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return train_step
+
+
+def make_eval_loss(model: GPT) -> Callable:
+    """jitted `(params, x_KxBxT, y_KxBxT, mask_KxB or None) -> mean loss` over K batches."""
+
+    @jax.jit
+    def eval_loss(params, x_KxBxT, y_KxBxT, mask_KxB=None):
+        if mask_KxB is None:
+            mask_KxB = jnp.ones(x_KxBxT.shape[:2], jnp.float32)
+
+        def one(carry, batch):
+            x, y, m = batch
+            logits = model.apply({"params": params}, x, True).astype(jnp.float32)
+            nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return carry + jnp.sum(nll_BxT.mean(-1) * m), None
+
+        total, _ = jax.lax.scan(one, jnp.float32(0.0), (x_KxBxT, y_KxBxT, mask_KxB))
+        return total / jnp.sum(mask_KxB)
+
+    return eval_loss
+
+
+def make_spectra_fn(
+    model: GPT, tx: optax.GradientTransformation, needs_st: bool, key: jax.Array, top_k: int
+) -> Callable:
+    """jitted `(state, batch) -> (stats, act_st)`: the update `tx` would apply now, with spectra."""
+    cfg: GPTConfig = model.config
+
+    @jax.jit
+    def spectra_fn(state, batch):
+        x_BxT, y_BxT = batch
+        params = state["params"]
+        _, grads, extra, act_st = grads_and_extras(
+            model, needs_st, params, x_BxT, y_BxT, key, capture=True
+        )
+        updates, _ = tx.update(grads, state["opt_state"], params, **extra)
+        stats = spectra.spectra_stats(
+            params, grads, updates, act_st, cfg, key=jax.random.fold_in(key, state["step"]),
+            top_k=top_k,
+        )  # fmt: skip
+        return stats, act_st
+
+    return spectra_fn

@@ -1,0 +1,69 @@
+"""`python -m experiments.plot RUN_DIR [RUN_DIR ...] [--out DIR]`: the studies' standard figures.
+
+Run directories (or sweep directories holding them) are grouped by `study.name`; each study
+module's `plot(run_dirs, out_dir) -> list[Path]` writes PNGs. Default `out_dir`: the run's
+`figures/` for one run, else `figures/` in the runs' common parent directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from specjax.runs import find_run_dirs, load_run
+
+
+def default_out_dir(run_dirs: Sequence[pathlib.Path]) -> pathlib.Path:
+    if len(run_dirs) == 1:
+        return run_dirs[0] / "figures"
+    common = pathlib.Path(os.path.commonpath([str(p.resolve()) for p in run_dirs]))
+    return common / "figures"
+
+
+def plot_runs(
+    paths: Sequence[str | pathlib.Path], out_dir: pathlib.Path | None = None
+) -> list[pathlib.Path]:
+    """Call each study's `plot` on its runs; returns the written figure paths."""
+    from experiments.studies import study_module
+
+    run_dirs = find_run_dirs(paths)
+    by_study: dict[str, list[pathlib.Path]] = {}
+    for run_dir in run_dirs:
+        name = load_run(run_dir).study
+        if name is None:
+            raise ValueError(f"{run_dir} has no study.name in its config.yaml")
+        by_study.setdefault(name, []).append(run_dir)
+    written: list[pathlib.Path] = []
+    for name, dirs in by_study.items():
+        module = study_module(name)
+        if not callable(getattr(module, "plot", None)):
+            print(f"study {name!r} defines no plot(run_dirs, out_dir); skipped", file=sys.stderr)
+            continue
+        target = pathlib.Path(out_dir) if out_dir is not None else default_out_dir(dirs)
+        target.mkdir(parents=True, exist_ok=True)
+        written.extend(pathlib.Path(p) for p in module.plot(dirs, target))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.plot", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", help="run directories or sweep directories")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="where to write the PNGs")
+    args = parser.parse_args(argv)
+    try:
+        paths = plot_runs(args.runs, args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Optional remote loggers (wandb) behind a guard that never kills a run.
+
+Local files are always written by `RunContext`; a `RemoteLogger` only mirrors them.
+Any exception from a remote logger prints ONE warning, disables that logger, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+class RemoteLogger:
+    """Interface: every method may raise; `GuardedLogger` absorbs the failures."""
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None: ...
+
+    def log_spectra(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class WandbLogger(RemoteLogger):
+    """wandb mirror; the run id is kept in `<run dir>/wandb_run_id.txt` so a resume continues it."""
+
+    def __init__(
+        self,
+        run_dir: pathlib.Path,
+        config: dict,
+        logger_cfg: Mapping[str, Any],
+        tags: Mapping[str, Any],
+    ):
+        import wandb
+
+        self._wandb = wandb
+        id_path = pathlib.Path(run_dir) / WANDB_ID_FILE
+        run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
+        id_path.write_text(run_id + "\n")
+        mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "online"
+        self.run = wandb.init(
+            project=logger_cfg.get("project") or "specjax",
+            entity=logger_cfg.get("entity"),
+            group=logger_cfg.get("group"),
+            tags=list(logger_cfg.get("tags") or []),
+            name=logger_cfg.get("name") or pathlib.Path(run_dir).name,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=mode,
+            config={**config, "_record": dict(tags)},
+        )
+
+    def log_metrics(self, step, metrics):
+        self.run.log(dict(metrics), step=step)
+
+    def log_spectra(self, step, rows):
+        if not rows:
+            return
+        self.run.log({"spectra": self._table(rows)}, step=step)
+
+    def log_table(self, name, rows):
+        if rows:
+            self.run.log({f"tables/{name}": self._table(rows)})
+
+    def _table(self, rows):
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        data = [[r.get(c) for c in columns] for r in rows]
+        return self._wandb.Table(columns=columns, data=data)
+
+    def finish(self, exit_code=0):
+        self.run.finish(exit_code=exit_code)
+
+
+class GuardedLogger:
+    """Wraps a RemoteLogger factory; the first failure prints one warning and disables it."""
+
+    def __init__(self, name: str, factory):
+        self.name = name
+        self.logger: RemoteLogger | None = None
+        try:
+            self.logger = factory()
+        except Exception as err:  # a logger must never kill a run
+            self._fail(err)
+
+    @property
+    def active(self) -> bool:
+        return self.logger is not None
+
+    def _fail(self, err: BaseException) -> None:
+        self.logger = None
+        print(
+            f"WARNING: logger {self.name!r} failed ({type(err).__name__}: {err}); "
+            "continuing with local files only",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _safe(self, method: str, *args, **kwargs) -> None:
+        if self.logger is None:
+            return
+        try:
+            getattr(self.logger, method)(*args, **kwargs)
+        except Exception as err:  # a logger must never kill a run
+            self._fail(err)
+
+    def log_metrics(self, step, metrics):
+        self._safe("log_metrics", step, metrics)
+
+    def log_spectra(self, step, rows):
+        self._safe("log_spectra", step, rows)
+
+    def log_table(self, name, rows):
+        self._safe("log_table", name, rows)
+
+    def finish(self, exit_code=0):
+        self._safe("finish", exit_code)
+        self.logger = None
+
+
+def make_remote_loggers(
+    kind: str, run_dir, config: dict, logger_cfg, record_tags
+) -> list[GuardedLogger]:
+    """Remote loggers for `logger.kind`: "local" → none, "wandb" → guarded wandb."""
+    if kind == "local":
+        return []
+    if kind == "wandb":
+        if (logger_cfg.get("mode") or os.environ.get("WANDB_MODE")) == "disabled":
+            return []
+        return [
+            GuardedLogger("wandb", lambda: WandbLogger(run_dir, config, logger_cfg, record_tags))
+        ]
+    raise ValueError(f"logger.kind must be 'local' or 'wandb', got {kind!r}")

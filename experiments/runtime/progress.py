@@ -1,0 +1,95 @@
+"""Progress reporting: a rich bar on a terminal, periodic plain lines otherwise.
+
+`Progress(total, desc).update(n=1, **postfix)`;
+`mode`: "auto" (rich on a TTY), "rich", "plain", "off".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class Progress:
+    """Context manager over `total` units of work (steps, sweep points)."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        mode: str = "auto",
+        initial: int = 0,
+        every_s: float = 10.0,
+        stream=None,
+    ):
+        if mode not in ("auto", "rich", "plain", "off"):
+            raise ValueError(f"progress mode must be auto|rich|plain|off, got {mode!r}")
+        self.total, self.desc, self.done = int(total), desc, int(initial)
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.mode, self.every_s = mode, every_s
+        self._bar = self._task = None
+        self._start = self._last_print = time.perf_counter()
+        self._start_done = self.done
+        self.postfix: dict[str, Any] = {}
+
+    def __enter__(self) -> Progress:
+        if self.mode == "rich":
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[postfix]}"),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                self.desc, total=self.total, completed=self.done, postfix=""
+            )
+        return self
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self._start
+        return (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
+
+    def _line(self) -> str:
+        rate = self.rate()
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
+        head = f"{self.desc}: {self.done}/{self.total} [{rate:.3g} it/s, eta {eta:.0f}s]"
+        return f"{head} {extra}".rstrip()
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        self.done += n
+        self.postfix.update(postfix)
+        if self.mode == "rich":
+            text = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
+            self._bar.update(self._task, advance=n, postfix=text)
+        elif self.mode == "plain":
+            now = time.perf_counter()
+            if now - self._last_print >= self.every_s or self.done >= self.total:
+                self._last_print = now
+                print(self._line(), file=self.stream, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.mode == "rich" and self._bar is not None:
+            self._bar.__exit__(*exc)

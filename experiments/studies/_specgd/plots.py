@@ -1,0 +1,179 @@
+"""Figures of the spectral-vs-gradient studies, drawn from a run directory's files.
+
+Each function reads metrics.jsonl / tables/*.parquet of one run and writes one PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+METHOD_STYLE = {"gd": ("GD", "tab:blue"), "specgd": ("SpecGD", "tab:red")}
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    return pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True)
+
+
+def read_table(run_dir: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / "tables" / f"{name}.parquet")
+
+
+def _save(fig, out_dir: Path, name: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def spiked_rf_figure(run_dir: Path, out_dir: Path) -> Path:
+    """Left: loss of GD, SpecGD and SpecGD restarts (log). Right: nr(∇L) of each vs st(A)."""
+    m = read_metrics(run_dir)
+    restarts = (
+        read_table(run_dir, "restarts")
+        if (run_dir / "tables" / "restarts.parquet").exists()
+        else None
+    )
+    fig, (ax_loss, ax_nr) = plt.subplots(1, 2, figsize=(11, 4))
+    floor = 1e-300  # log axes cannot show an exact zero
+    if restarts is not None:
+        for _start, part in restarts.groupby("start"):
+            peak = bool(part["from_peak"].iloc[0])
+            ax_loss.semilogy(
+                part["step"],
+                np.maximum(part["loss"], floor),
+                color="tab:green" if peak else "tab:orange",
+                lw=1.6 if peak else 0.8,
+                alpha=1.0 if peak else 0.6,
+                label="SpecGD from GD nr peak" if peak else None,
+            )
+        ax_loss.plot([], [], color="tab:orange", lw=0.8, label="SpecGD from GD iterates")
+    for method, (label, color) in METHOD_STYLE.items():
+        ax_loss.semilogy(
+            m["step"], np.maximum(m[f"{method}/loss"], floor), color=color, lw=2, label=label
+        )
+        ax_nr.plot(m["step"], m[f"{method}/nr"], color=color, lw=1.5, label=f"nr(∇L), {label}")
+    ax_nr.axhline(m["st_A"].iloc[0], color="k", ls="--", label=f"st(A) = {m['st_A'].iloc[0]:.2f}")
+    ax_loss.set(xlabel="iteration", ylabel="loss L(W)", title="loss (realizable, min = 0)")
+    ax_nr.set(xlabel="iteration", ylabel="nuclear rank", title="nr(∇L) vs st(A)")
+    for ax in (ax_loss, ax_nr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out_dir, f"spiked_rf_{Path(run_dir).name}")
+
+
+def sweep_figure(run_dir: Path, out_dir: Path) -> Path:
+    """Per target: seed-mean nr(∇L) over GD steps per width; nr at steps 0, 1 vs k with the fit."""
+    curves = read_table(run_dir, "nr_curves")
+    fits = read_table(run_dir, "fits")
+    targets = list(dict.fromkeys(curves["target"]))
+    fig, axes = plt.subplots(len(targets), 2, figsize=(11, 4 * len(targets)), squeeze=False)
+    for row, target in enumerate(targets):
+        part = curves[(curves["target"] == target) & curves["nr"].notna()]
+        mean = part.groupby(["width", "step"], as_index=False)["nr"].mean()
+        ax_t, ax_k = axes[row]
+        for width, w_part in mean.groupby("width"):
+            ax_t.plot(w_part["step"] + 1, w_part["nr"], lw=1.5, label=f"k = {width}")
+        ax_t.set_xscale("log")
+        ax_t.set(
+            xlabel="GD iteration + 1",
+            ylabel="nr(∇L), mean over seeds",
+            title=f"{target}: nr over training",
+        )
+        for step, marker in ((0, "o"), (1, "s")):
+            at = mean[mean["step"] == step]
+            ax_k.plot(at["width"], at["nr"], marker=marker, lw=0, label=f"step {step}")
+        fit = fits[(fits["target"] == target) & (fits["step"] == 1)].iloc[0]
+        ks = np.asarray(sorted(mean["width"].unique()), float)
+        ax_k.plot(
+            ks,
+            fit["slope"] * ks + fit["intercept"],
+            "k--",
+            label=f"fit step 1: {fit['slope']:.3f}·k + {fit['intercept']:.1f}, R²={fit['r2']:.3f}",
+        )
+        ax_k.set(xlabel="width k", ylabel="nr(∇L)", title=f"{target}: nr vs k")
+        for ax in (ax_t, ax_k):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    return _save(fig, out_dir, f"spiked_rf_sweep_{Path(run_dir).name}")
+
+
+def sparse_regression_figure(run_dir: Path, out_dir: Path) -> Path:
+    """Rows = variants; columns = loss (log), st(A_ℓ) per layer, nr(∇W_ℓ) per layer."""
+    m = read_metrics(run_dir)
+    variants = sorted({c.split("/")[0] for c in m.columns if c.endswith("/loss")})
+    fig, axes = plt.subplots(len(variants), 3, figsize=(15, 3.8 * len(variants)), squeeze=False)
+    styles = ("-", "--", ":")
+    for row, variant in enumerate(variants):
+        ax_loss, ax_st, ax_nr = axes[row]
+        for method, (label, color) in METHOD_STYLE.items():
+            prefix = f"{variant}/{method}"
+            if f"{prefix}/loss" not in m:
+                continue
+            part = m[["step", f"{prefix}/loss"]].dropna()
+            ax_loss.semilogy(part["step"], part[f"{prefix}/loss"], color=color, label=label)
+            for layer, ls in zip((1, 2, 3), styles, strict=True):
+                for ax, key, name in (
+                    (ax_st, f"st_A{layer}", "st(A"),
+                    (ax_nr, f"nr_W{layer}", "nr(∇W"),
+                ):
+                    part = m[["step", f"{prefix}/{key}"]].dropna()
+                    ax.plot(
+                        part["step"],
+                        part[f"{prefix}/{key}"],
+                        color=color,
+                        ls=ls,
+                        label=f"{label} {name}{layer})",
+                    )
+        ax_loss.set(title=f"{variant}: training MSE", xlabel="iteration")
+        ax_st.set(title=f"{variant}: post-activation stable rank", xlabel="iteration")
+        ax_nr.set(title=f"{variant}: gradient nuclear rank", xlabel="iteration")
+        for ax in axes[row]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    return _save(fig, out_dir, f"sparse_regression_{Path(run_dir).name}")
+
+
+def swiglu_batch_figure(run_dir: Path, out_dir: Path) -> Path:
+    """st(A_ℓ) of a SwiGLU MLP at initialisation against the batch size n."""
+    table = read_table(run_dir, "swiglu_batch_sweep")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for layer, part in table.groupby("layer"):
+        ax.semilogx(part["num_samples"], part["stable_rank"], marker="o", label=f"layer {layer}")
+    ax.set(
+        xlabel="batch size n", ylabel="st(A_ℓ) at init", title="SwiGLU post-activation stable rank"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out_dir, f"swiglu_batch_sweep_{Path(run_dir).name}")
+
+
+def one_step_figure(run_dir: Path, out_dir: Path) -> Path:
+    """Measured ratio of one-step decreases vs the predicted nr/st (log–log), with the bracket."""
+    table = read_table(run_dir, "one_step")
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for family, part in table.groupby("family"):
+        ax.loglog(
+            part["predicted_ratio"], part["measured_ratio"], "o", ms=3, alpha=0.7, label=family
+        )
+    lo, hi = table["predicted_ratio"].min(), table["predicted_ratio"].max()
+    xs = np.geomspace(lo, hi, 50)
+    ax.loglog(xs, xs, "k-", lw=1, label="measured = predicted")
+    ax.loglog(xs, xs / 2, "k:", lw=1, label="bracket ×1/2, ×2")
+    ax.loglog(xs, 2 * xs, "k:", lw=1)
+    ax.axvline(2, color="gray", ls="--", lw=1, label="nr = 2 st")
+    ax.axhline(1, color="gray", ls="-.", lw=1)
+    ax.set(
+        xlabel="predicted nr(∇L)/st(A)", ylabel="measured (L−L_SD)/(L−L_GD)", title="one-step check"
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, f"one_step_check_{Path(run_dir).name}")

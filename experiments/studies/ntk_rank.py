@@ -1,0 +1,166 @@
+"""Study: the NTK's effective rank r_eff = tr(K)²/‖K‖_F² at initialization against n.
+
+Shukla (arXiv 2512.00860) predicts r_eff(n) → r_∞ = E[k(x,x)]²/E[k(x,x')²], slope ≈ 0
+in log n. For each model spec × data set × seed we draw n_max inputs and an init, form
+the exact NTK once (`specjax.ntk.exact_ntk`) and read r_eff(n) off its leading n×n
+principal submatrices (nested i.i.d. samples), plus r̂_∞ (U-statistic moments) and the
+moment prediction (ν + (n−1)μ²)/(ν + (n−1)m₂) from the n_max sample.
+Slope: OLS of r_eff on ln n per seed; mean over seeds ± t-interval (95%) across seeds.
+Tables: tables/ntk_rank.parquet (per n), tables/ntk_rank_fits.parquet (per config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from scipy import stats
+
+from experiments.studies import _ntk_data as ntk_data
+from experiments.studies import _ntk_models as ntk_models
+from specjax import kernel_effective_rank
+from specjax.ntk import exact_ntk, kernel_moments
+
+TABLE = "ntk_rank"
+FITS_TABLE = "ntk_rank_fits"
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"study.{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_common(study: DictConfig) -> None:
+    """Validate the fields shared by the NTK studies before any compute."""
+    for spec in study.models:
+        ntk_models.make_model(spec.model, spec.width, depth=study.get("depth"), norm=study.norm)
+    for name in study.datasets:
+        if name not in ntk_data.DATASETS:
+            raise ValueError(f"study.datasets entries must be in {ntk_data.DATASETS}, got {name!r}")
+        if name == "cifar10":  # fail now, with the explanation, not after an hour of compute
+            ntk_data.cifar10_archive(study.cifar.data_dir, study.cifar.download)
+    _positive_int(study.seeds, "seeds")
+    _positive_int(study.block_size, "block_size")
+    if study.output not in ("trace", "logit"):
+        raise ValueError(f"study.output must be 'trace' or 'logit', got {study.output!r}")
+
+
+def model_and_inputs(study: DictConfig, spec, dataset: str, n: int, init_key, data_key):
+    """(apply_fn, params, x, dataset identity) for one model spec, data set and seed."""
+    cifar = {"data_dir": study.cifar.data_dir, "download": study.cifar.download}
+    x, ident = ntk_data.load(dataset, data_key, n, **(cifar if dataset == "cifar10" else {}))
+    model = ntk_models.make_model(spec.model, spec.width, depth=study.get("depth"), norm=study.norm)
+    params = model.init(init_key, x[:1])
+    return model.apply, params, x, ident
+
+
+def ntk(study: DictConfig, apply_fn, params, x):
+    return exact_ntk(
+        apply_fn,
+        params,
+        x,
+        output=study.output,
+        block_size=study.block_size,
+        cache_bytes=int(study.cache_gb * 2**30),
+    )
+
+
+def slope_fit(ns: np.ndarray, r_sxn: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Per-seed OLS slope of r_eff on ln n; mean and t-interval across seeds.
+
+    With one seed the interval comes from that fit's OLS standard error instead.
+    """
+    log_n = np.log(ns)
+    slopes = np.array([stats.linregress(log_n, r).slope for r in r_sxn])
+    s = len(slopes)
+    if s >= 2:
+        half = stats.t.ppf(0.5 + level / 2, s - 1) * slopes.std(ddof=1) / np.sqrt(s)
+    else:
+        fit = stats.linregress(log_n, r_sxn[0])
+        half = stats.t.ppf(0.5 + level / 2, len(ns) - 2) * fit.stderr if len(ns) > 2 else np.nan
+    mean = float(slopes.mean())
+    return {"slope": mean, "slope_ci_low": mean - half, "slope_ci_high": mean + half}
+
+
+def run(cfg: DictConfig, ctx) -> dict[str, float]:
+    study = cfg.study
+    check_common(study)
+    ns = np.array(sorted(_positive_int(n, "ns[]") for n in study.ns))
+    n_max = int(ns[-1])
+    if ns[0] < 3:
+        raise ValueError(f"study.ns must all be ≥ 3 (moments need 3 samples), got {list(ns)}")
+    summary: dict[str, float] = {}
+    total = len(study.models) * len(study.datasets) * study.seeds
+    with ctx.progress(total, "ntk_rank") as bar:
+        for spec in study.models:
+            for dataset in study.datasets:
+                tag = f"{spec.model}{spec.width}_{dataset}"
+                r_sxn, r_inf_s = [], []
+                for seed in range(study.seeds):
+                    init_key = jax.random.fold_in(ctx.key("init"), seed)
+                    data_key = jax.random.fold_in(ctx.key("data"), seed)
+                    apply_fn, params, x, ident = model_and_inputs(
+                        study, spec, dataset, n_max, init_key, data_key
+                    )
+                    ctx.record_dataset(**ident, seed=seed, config=tag)
+                    k = ntk(study, apply_fn, params, x)
+                    full = kernel_moments(k)
+                    rows = []
+                    for n in ns:
+                        k_n = k[:n, :n]
+                        m = kernel_moments(k_n)
+                        rows.append(
+                            dict(model=spec.model, width=int(spec.width), dataset=dataset,
+                                 seed=seed, n=int(n), params=ntk_models.num_params(params),
+                                 r_eff=float(kernel_effective_rank(k_n)),
+                                 r_inf=float(m.r_inf), r_inf_stderr=float(m.r_inf_stderr),
+                                 r_pred=float(full.predicted_effective_rank(int(n))))
+                        )  # fmt: skip
+                    ctx.log_table(TABLE, rows)
+                    r_sxn.append([r["r_eff"] for r in rows])
+                    r_inf_s.append(float(full.r_inf))
+                    bar.update(1, config=tag, r_eff=rows[-1]["r_eff"])
+                fit = slope_fit(ns, np.array(r_sxn))
+                r_nmax = np.array(r_sxn)[:, -1]
+                fit_row = dict(model=spec.model, width=int(spec.width), dataset=dataset,
+                               seeds=int(study.seeds), n_min=int(ns[0]), n_max=n_max,
+                               r_eff_nmax=float(r_nmax.mean()), r_eff_nmax_sd=float(r_nmax.std()),
+                               r_inf=float(np.mean(r_inf_s)), **fit)  # fmt: skip
+                ctx.log_table(FITS_TABLE, [fit_row])
+                for key in ("r_eff_nmax", "r_inf", "slope", "slope_ci_low", "slope_ci_high"):
+                    summary[f"{tag}/{key}"] = float(fit_row[key])
+    return summary
+
+
+def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """r_eff vs n (mean ± sd over seeds) with the moment prediction as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = [Path(d) / "tables" / f"{TABLE}.parquet" for d in run_dirs]
+    df = pd.concat([pd.read_parquet(t) for t in tables if t.exists()], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, ((model, width, dataset), g) in enumerate(df.groupby(["model", "width", "dataset"])):
+        agg = g.groupby("n")[["r_eff", "r_pred"]].agg(["mean", "std"]).fillna(0.0)
+        color = f"C{i % 10}"
+        label = f"{model}-{width} {dataset}"
+        ax.errorbar(agg.index, agg[("r_eff", "mean")], yerr=agg[("r_eff", "std")],
+                    marker="o", color=color, capsize=3, label=label)  # fmt: skip
+        ax.plot(agg.index, agg[("r_pred", "mean")], "--", color=color, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("n (samples)")
+    ax.set_ylabel("r_eff = tr(K)² / ‖K‖_F²")
+    ax.set_title("NTK effective rank at init (dashed: kernel-moment prediction)")
+    ax.legend(fontsize=7)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ntk_rank_vs_n.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]

@@ -1,0 +1,150 @@
+"""Quickstart: multi-output linear regression trained with the generic trainer (a 10-second demo).
+
+Teacher W*_{D×K} ~ N(0, 1/D); inputs x ~ N(0, I_D); targets y = x W* + σ ε.
+Loss ½·mean ‖x W − y‖² over the batch; batches are a pure function of (seed, step).
+`study.nan_at_step=k` poisons the k-th update (tests of non-finite-loss handling).
+
+    python -m experiments.run +exp=quickstart
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig
+
+from experiments.optimizers import build_optimizer
+from experiments.runtime.context import RunContext
+from experiments.runtime.trainer import train
+
+KEYS = {"name", "dim", "outputs", "batch_size", "noise", "val_size", "nan_at_step"}
+
+
+def _options(study: DictConfig) -> dict[str, Any]:
+    unknown = set(study) - KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown study keys {sorted(unknown)} for quickstart; valid: {sorted(KEYS)}"
+        )
+    o = {
+        "dim": 16,
+        "outputs": 4,
+        "batch_size": 32,
+        "noise": 0.1,
+        "val_size": 256,
+        "nan_at_step": None,
+    }
+    o.update({k: v for k, v in study.items() if k != "name"})
+    for key in ("dim", "outputs", "batch_size", "val_size"):
+        if not isinstance(o[key], int) or o[key] <= 0:
+            raise ValueError(f"study.{key} must be a positive int, got {o[key]!r}")
+    if not o["noise"] >= 0:
+        raise ValueError(f"study.noise must be >= 0, got {o['noise']!r}")
+    return o
+
+
+def _sample(key: jax.Array, n: int, w_star_DxK: jax.Array, noise: float):
+    kx, ke = jax.random.split(key)
+    x_NxD = jax.random.normal(kx, (n, w_star_DxK.shape[0]))
+    y_NxK = x_NxD @ w_star_DxK + noise * jax.random.normal(ke, (n, w_star_DxK.shape[1]))
+    return {"x": x_NxD, "y": y_NxK}
+
+
+def _loss(w_DxK: jax.Array, batch: dict) -> jax.Array:
+    return 0.5 * jnp.mean(jnp.sum((batch["x"] @ w_DxK - batch["y"]) ** 2, axis=-1))
+
+
+def make_train_step(tx, nan_at_step: int | None):
+    """Pure step: state {"w", "opt", "step"} → (state, {"loss", "grad_norm"})."""
+
+    def train_step(state, batch):
+        loss, grad = jax.value_and_grad(_loss)(state["w"], batch)
+        if nan_at_step is not None:  # fault injection: the update numbered nan_at_step goes NaN
+            poison = jnp.where(state["step"] + 1 == nan_at_step, jnp.nan, 1.0)
+            loss, grad = loss * poison, grad * poison
+        updates, opt = tx.update({"w": grad}, state["opt"], {"w": state["w"]})
+        w = state["w"] + updates["w"]
+        metrics = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
+        return {"w": w, "opt": opt, "step": state["step"] + 1}, metrics
+
+    return train_step
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> dict[str, float]:
+    o = _options(cfg.study)
+    w_star_DxK = jax.random.normal(ctx.key("teacher"), (o["dim"], o["outputs"])) / np.sqrt(o["dim"])
+    tx = build_optimizer(cfg.optim, total_steps=cfg.trainer.max_steps)
+    data_key = ctx.key("data")
+    val = _sample(ctx.key("val"), o["val_size"], w_star_DxK, o["noise"])
+
+    def init_fn():
+        w = jnp.zeros((o["dim"], o["outputs"]), jnp.float32)
+        return {"w": w, "opt": tx.init({"w": w}), "step": jnp.zeros((), jnp.int32)}
+
+    def batch_for_step(step: int):
+        return _sample(jax.random.fold_in(data_key, step), o["batch_size"], w_star_DxK, o["noise"])
+
+    def eval_fn(state):
+        return {
+            "val_loss": _loss(state["w"], val),
+            "w_error": jnp.linalg.norm(state["w"] - w_star_DxK),
+        }
+
+    def spectra_fn(state, step):
+        s = np.linalg.svd(np.asarray(state["w"], np.float64), compute_uv=False)
+        stable_rank = float((s**2).sum() / s[0] ** 2) if s[0] > 0 else 0.0
+        return [
+            {"layer": "w", "quantity": "weight", "stable_rank": stable_rank, "singular_values": s}
+        ]
+
+    result = train(
+        ctx,
+        init_fn=init_fn,
+        train_step=make_train_step(tx, o["nan_at_step"]),
+        batch_for_step=batch_for_step,
+        eval_fn=eval_fn,
+        spectra_fn=spectra_fn,
+    )
+    return {k: float(v) for k, v in result.metrics.items()}
+
+
+def plot(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Training and validation loss against step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specjax.runs import load_runs
+
+    runs = load_runs(run_dirs).runs
+    # label each run by the command-line overrides that differ between the runs
+    overrides = [dict(o.lstrip("+").split("=", 1) for o in r.overrides if "=" in o) for r in runs]
+    keys = [
+        k
+        for k in dict.fromkeys(k for d in overrides for k in d)
+        if len({d.get(k) for d in overrides}) > 1
+    ]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, given in zip(runs, overrides, strict=True):
+        m = run.metrics
+        label = " ".join(f"{k}={given.get(k)}" for k in keys) or run.path.name
+        train_rows = m.dropna(subset=["loss"]) if "loss" in m else m.iloc[:0]
+        ax.plot(train_rows["step"], train_rows["loss"], label=f"{label} train")
+        if "val_loss" in m:
+            val_rows = m.dropna(subset=["val_loss"])
+            ax.plot(val_rows["step"], val_rows["val_loss"], "o--", label=f"{label} val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss  ½·mean‖xW − y‖²")
+    ax.set_yscale("log")
+    ax.set_title("quickstart: linear regression")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "quickstart_loss.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return [path]

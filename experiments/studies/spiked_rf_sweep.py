@@ -1,0 +1,163 @@
+"""Study: nr(∇L) along GD against the width k (Davis & Drusvyatskiy 2025, random-feature sweep).
+
+For each target model (realizable Y = W♯A, teacher–student Y = W̄σ(V̄X)), width k, and
+problem seed: A = ReLU(V X) ∈ ℝ^{k×2k} with input dimension k/2, GD (1/L_F) from zero for
+`num_steps`, nr(∇L(W_t)) recorded at every step up to `dense_steps` and every `nr_every`
+after (an SVD per record is the sweep's whole cost). The paper: nr(∇L(W₀)) is O(1) in k,
+nr(∇L(W₁)) grows about linearly in k. Tables: nr_curves (every record), fits (the
+least-squares line nr ≈ slope·k + intercept at steps 0 and 1, its R²), windows (per width,
+the steps t ≥ 1 where the seed-mean nr stays ≥ window_constant·k).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig
+
+from experiments.studies._specgd import models, plots, steps
+
+
+def linear_fit(x, y) -> tuple[float, float, float]:
+    """Least-squares line y ≈ slope·x + intercept and its R² = 1 − SS_res/SS_tot."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size < 2 or np.ptp(x) == 0:
+        raise ValueError(f"linear_fit needs ≥ 2 distinct x values, got {x.tolist()}")
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    total = np.sum((y - y.mean()) ** 2)
+    r2 = 1.0 - np.sum(residual**2) / total if total > 0 else 1.0
+    return float(slope), float(intercept), float(r2)
+
+
+def window_above(step, value, threshold: float, first_step: int = 1) -> tuple[int, int]:
+    """(first, last) recorded step of the run of records ≥ `threshold` that starts at the
+    first record t ≥ `first_step` at or above it; (-1, -1) if there is none."""
+    step, value = np.asarray(step), np.asarray(value, float)
+    order = np.argsort(step)
+    step, value = step[order], value[order]
+    keep = step >= first_step
+    step, value = step[keep], value[keep]
+    above = value >= threshold
+    if not above.any():
+        return -1, -1
+    start = int(np.argmax(above))
+    below = np.nonzero(~above[start:])[0]
+    end = start + (int(below[0]) - 1 if below.size else int(above[start:].size) - 1)
+    return int(step[start]), int(step[end])
+
+
+def record_mask(num_steps: int, dense_steps: int, nr_every: int) -> np.ndarray:
+    """Which iterates t = 0..T get nr(∇L): t ≤ dense_steps, every nr_every-th, and T."""
+    t = np.arange(num_steps + 1)
+    return (t <= dense_steps) | (t % nr_every == 0) | (t == num_steps)
+
+
+def _check(study: DictConfig) -> None:
+    widths = list(study.widths)
+    if not widths or any(not isinstance(k, int) or k < 4 for k in widths):
+        raise ValueError(f"study.widths must be a non-empty list of ints ≥ 4, got {widths!r}")
+    if len(set(widths)) < 2:
+        raise ValueError(f"study.widths needs ≥ 2 distinct widths for the fit, got {widths!r}")
+    for target in study.targets:
+        if target not in models.TARGETS:
+            raise ValueError(f"study.targets entries must be in {models.TARGETS}, got {target!r}")
+    if not list(study.seeds):
+        raise ValueError("study.seeds must be a non-empty list of ints")
+    for name in ("num_steps", "dense_steps", "nr_every"):
+        if not isinstance(study[name], int) or study[name] < 1:
+            raise ValueError(f"study.{name} must be a positive int, got {study[name]!r}")
+    models.check_feature(study.feature)
+
+
+def run(cfg: DictConfig, ctx) -> dict[str, float]:
+    with jax.enable_x64(True):
+        return _run(cfg.study, ctx)
+
+
+def _run(study: DictConfig, ctx) -> dict[str, float]:
+    _check(study)
+    T = study.num_steps
+    mask = jnp.asarray(record_mask(T, study.dense_steps, study.nr_every))
+    recorded = np.nonzero(np.asarray(mask))[0]
+    base = ctx.key("data")
+    rows = []
+    runs = [(t, k, s) for t in study.targets for k in study.widths for s in study.seeds]
+    with ctx.progress(len(runs), "GD runs") as bar:
+        for target, k, seed in runs:
+            problem = models.random_feature_problem(
+                jax.random.fold_in(base, seed),
+                width=k,
+                input_dim=max(1, k // 2),
+                num_samples=2 * k,
+                feature=study.feature,
+                target=target,
+            )
+            L = steps.smoothness(problem.A_kxn)
+            st = float(L.operator / L.frobenius)
+            traj = steps.trajectory(
+                jnp.zeros((k, k)), problem, L, method="gd", num_steps=T, record=mask
+            )
+            loss, nr = np.asarray(traj.loss), np.asarray(traj.nuclear_rank)
+            for t in recorded:
+                rows.append(
+                    {
+                        "target": target,
+                        "width": k,
+                        "seed": seed,
+                        "step": int(t),
+                        "nr": nr[t],
+                        "loss": loss[t],
+                        "st_A": st,
+                    }
+                )
+            bar.update(1, target=target, k=k, seed=seed, nr1=float(nr[1]))
+    ctx.log_table("nr_curves", rows)
+
+    summary, fit_rows, window_rows = {}, [], []
+    for target in study.targets:
+        part = [r for r in rows if r["target"] == target]
+        for step in (0, 1):
+            at = [r for r in part if r["step"] == step]
+            slope, intercept, r2 = linear_fit([r["width"] for r in at], [r["nr"] for r in at])
+            fit_rows.append(
+                {"target": target, "step": step, "slope": slope, "intercept": intercept, "r2": r2}
+            )
+            summary[f"{target}/nr_step{step}_slope"] = slope
+            summary[f"{target}/nr_step{step}_r2"] = r2
+        for k in study.widths:
+            mean = {}
+            for r in part:
+                if r["width"] == k:
+                    mean.setdefault(r["step"], []).append(r["nr"])
+            step_k = sorted(mean)
+            nr_k = [float(np.mean(mean[t])) for t in step_k]
+            first, last = window_above(step_k, nr_k, study.window_constant * k)
+            window_rows.append(
+                {
+                    "target": target,
+                    "width": k,
+                    "threshold": study.window_constant * k,
+                    "first_step": first,
+                    "last_step": last,
+                    "nr_step0": nr_k[0],
+                    "nr_step1": nr_k[1],
+                    "nr_max": max(nr_k),
+                    "st_A": float(np.mean([r["st_A"] for r in part if r["width"] == k])),
+                }
+            )
+            summary[f"{target}/k{k}/nr_step0"] = nr_k[0]
+            summary[f"{target}/k{k}/nr_step1"] = nr_k[1]
+            summary[f"{target}/k{k}/window_last_step"] = float(last)
+            summary[f"{target}/k{k}/st_A"] = window_rows[-1]["st_A"]
+    ctx.log_table("fits", fit_rows)
+    ctx.log_table("windows", window_rows)
+    return summary
+
+
+def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """nr over GD steps per width, and nr at steps 0 and 1 against k with the fitted line."""
+    return [plots.sweep_figure(Path(d), Path(out_dir)) for d in run_dirs]

@@ -1,0 +1,117 @@
+"""clip_by_spectral_norm, spectra*: clip bounds, small updates, c → ∞ equals the base."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+import pytest
+from _optim_trees import gpt_like_params, random_grads
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import specjax.optim as so
+from specjax.optim.labels import leaves_with_paths
+
+
+def _soft_clip_reference(u, c):
+    uu, s, vt = np.linalg.svd(np.asarray(u, np.float64), full_matrices=False)
+    return (uu * (s / np.sqrt(1 + (s / c) ** 2))) @ vt
+
+
+@jax.jit
+def _clip_soft(u, c):
+    """One compile for every (u, c): a traced c is allowed (checked when concrete)."""
+    tx = so.clip_by_spectral_norm(c)
+    return tx.update({"w": u}, tx.init({"w": u}))
+
+
+@settings(max_examples=12)
+@given(scale=st.floats(0.01, 300.0), c=st.floats(0.05, 20.0), seed=st.integers(0, 3))
+def test_soft_clip_matches_float64_svd_and_bounds_norm(scale, c, seed):
+    u = scale * jax.random.normal(jax.random.PRNGKey(seed), (12, 20))
+    out, state = _clip_soft(u, c)
+    ref = _soft_clip_reference(u, c)
+    np.testing.assert_allclose(out["w"], ref, atol=2e-4 * max(1.0, c))
+    assert np.linalg.norm(np.asarray(out["w"], np.float64), 2) <= c * (1 + 1e-4)
+    np.testing.assert_allclose(state.spectral_norm["w"], np.linalg.norm(u, 2), rtol=1e-2)
+
+
+def test_small_updates_pass_nearly_unchanged_and_hard_clip_is_exact():
+    u = 1e-3 * jax.random.normal(jax.random.PRNGKey(0), (8, 6))
+    out, _ = so.clip_by_spectral_norm(1.0).update({"w": u}, None)
+    # H_c(U) = U(1 − O(σ²/c²)), σ ≈ 5e-3 here: relative change ≈ 1e-5
+    np.testing.assert_allclose(out["w"], u, rtol=1e-4)
+    np.testing.assert_allclose(out["w"], _soft_clip_reference(u, 1.0), rtol=2e-6, atol=1e-9)
+    big = 10 * jax.random.normal(jax.random.PRNGKey(1), (8, 6))
+    out, _ = so.clip_by_spectral_norm(2.0, kind="hard").update({"w": big}, None)
+    uu, s, vt = np.linalg.svd(np.asarray(big, np.float64), full_matrices=False)
+    np.testing.assert_allclose(out["w"], (uu * np.minimum(s, 2.0)) @ vt, atol=1e-4)
+
+
+def test_vectors_are_norm_clipped():
+    g = jnp.arange(1.0, 5.0)
+    out, state = so.clip_by_spectral_norm(1.0).update({"b": g}, None)
+    norm = np.linalg.norm(np.asarray(g))
+    np.testing.assert_allclose(out["b"], g / np.sqrt(1 + norm**2), rtol=1e-6)
+    np.testing.assert_allclose(state.spectral_norm["b"], norm, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("make", "make_base"),
+    [
+        (
+            lambda: so.spectra_adamw(1e-2, 1e12, alpha=None, weight_decay=0.1, track_stats=False),
+            lambda: optax.adamw(1e-2, weight_decay=0.1),
+        ),
+        (
+            lambda: so.spectra_ademamix(1e-2, 1e12, alpha=None, track_stats=False),
+            lambda: optax.chain(
+                optax.contrib.scale_by_ademamix(alpha=5.0), optax.scale_by_learning_rate(1e-2)
+            ),
+        ),
+    ],
+    ids=["adamw", "ademamix"],
+)
+def test_spectra_with_huge_c_is_its_base_step_for_step(make, make_base):
+    params = gpt_like_params()
+    tx, base = make(), make_base()
+    s, sb = tx.init(params), base.init(params)
+    p, pb = params, params
+    update = jax.jit(tx.update)
+    for step in range(2):
+        g = random_grads(params, step)
+        u, s = update(g, s, p)
+        ub, sb = base.update(g, sb, pb)
+        for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(ub), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+        p, pb = optax.apply_updates(p, u), optax.apply_updates(pb, ub)
+
+
+def test_spectra_update_spectral_norm_is_below_alpha_lr_c():
+    params = gpt_like_params()
+    lr, c = 0.05, 0.5
+    tx = so.spectra_signum(lr, c)  # sign updates have large spectral norm: clipping is active
+    u, state = jax.jit(tx.update)(random_grads(params, 0), tx.init(params), params)
+    for path, leaf in leaves_with_paths(u):
+        x = np.asarray(leaf, np.float64)
+        alpha = np.sqrt(max(1.0, x.shape[1] / x.shape[0])) if x.ndim == 2 else 1.0
+        norm = np.linalg.norm(x, 2) if x.ndim == 2 else np.linalg.norm(x)
+        assert norm <= alpha * lr * c * (1 + 1e-4), path
+        assert float(state.spectral_norm[path]) > c  # it was clipped from above c
+
+
+def test_pre_clip_and_constant_clr_warmup():
+    params = {"w": jnp.ones((4, 4))}
+    sched = optax.linear_schedule(0.0, 1.0, 4)
+    tx = so.spectra(optax.identity(), 1.0, learning_rate=sched, constant_clr_warmup=4, pre_clip=2.0)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    levels = []
+    for _ in range(6):
+        _, state = update({"w": 10 * jnp.ones((4, 4))}, state, params)
+        levels.append(float(state.clip_level))
+    # c·η(t) held at c·η(4) = 1 during warm-up, then c
+    np.testing.assert_allclose(levels[1:], [4.0, 2.0, 4 / 3, 1.0, 1.0], rtol=1e-5)
+    # pre-clip bounded the raw gradient's spectral norm (40) by 2 before the base
+    np.testing.assert_allclose(state.pre_clip_spectral_norm["w"], 40.0, rtol=1e-3)

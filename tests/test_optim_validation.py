@@ -1,0 +1,64 @@
+"""Bad optimizer arguments: ValueError naming the argument / parameter path and the value."""
+
+import jax.numpy as jnp
+import optax
+import pytest
+
+import specjax.optim as so
+
+PARAMS = {"block": {"kernel": jnp.zeros((4, 4))}, "scan": {"kernel": jnp.zeros((2, 4, 4))}}
+
+
+@pytest.mark.parametrize(
+    ("build", "pattern"),
+    [
+        (lambda: so.clip_by_spectral_norm(0.0), r"c must be .*0\.0"),
+        (lambda: so.clip_by_spectral_norm(-1.0), r"c must be .*-1\.0"),
+        (lambda: so.clip_by_spectral_norm(1.0, kind="medium"), r"kind.*'medium'"),
+        (lambda: so.spectra_adamw(1e-3, 0.0), r"c must be"),
+        (lambda: so.spectra_adamw(-1e-3, 1.0), r"learning_rate.*-0\.001"),
+        (lambda: so.muon(0.0), r"learning_rate.*0\.0"),
+        (lambda: so.muon(0.1, steps=0), r"steps.*0"),
+        (lambda: so.muon(0.1, method="qr"), r"method.*'qr'"),
+        (lambda: so.scale_by_polar(scaling="mup"), r"scaling.*'mup'"),
+        (lambda: so.gated_spectral(0.1, euclidean="lion"), r"euclidean.*'lion'"),
+        (lambda: so.spectra_signum(0.1, 1.0, pre_clip=-2.0), r"pre_clip.*-2\.0"),
+    ],
+)
+def test_bad_hyperparameters_fail_when_built(build, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build()
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [
+        so.scale_by_polar(),
+        so.muon(0.1),
+        so.clip_by_spectral_norm(1.0),
+        so.spectra_adamw(1e-3, 1.0),
+        so.gated_spectral(0.1),
+    ],
+    ids=["scale_by_polar", "muon", "clip", "spectra", "gated"],
+)
+def test_undeclared_3d_parameter_fails_at_init_naming_its_path(tx):
+    with pytest.raises(ValueError, match=r"scan/kernel.*\(2, 4, 4\)"):
+        tx.init(PARAMS)
+
+
+def test_bad_reshape_declaration_names_path():
+    with pytest.raises(ValueError, match=r"block/kernel.*'stack'"):
+        so.scale_by_polar(reshape={"block": {"kernel": "stack"}, "scan": {"kernel": "stack"}}).init(
+            PARAMS
+        )
+
+
+def test_gated_needs_stable_ranks_for_every_block():
+    tx = so.gated_spectral(0.1, reshape="stack")
+    state = tx.init(PARAMS)
+    with pytest.raises(ValueError, match=r"scan/kernel"):
+        tx.update(PARAMS, state, PARAMS, activation_stable_ranks={"block": {"kernel": 1.0}})
+
+
+def test_schedules_are_accepted():
+    so.muon(optax.cosine_decay_schedule(0.02, 100)).init({"block": {"kernel": jnp.zeros((4, 4))}})

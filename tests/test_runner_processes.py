@@ -1,0 +1,141 @@
+"""`python -m experiments.run` as a process: SIGTERM saves and resumes exactly, exit codes,
+and the same losses on 1 and on 8 (fake CPU) devices."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.runtime.launch import execute
+from experiments.schema import register_schemas
+from specjax.runs import load_run
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+register_schemas()
+
+
+def run_in_process(run_dir, *overrides):
+    overrides = ["+exp=quickstart", "trainer.progress=off", *overrides]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return execute(cfg, run_dir, overrides)
+
+
+def launch(run_dir, *overrides, env=None):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "+exp=quickstart",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_saves_then_resume_matches_uninterrupted(tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = launch(
+        run_dir, "trainer.max_steps=100000", "trainer.log_every=5", "trainer.progress=plain"
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "SIGTERM received" in err and "re-run to resume" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary["step"]
+    assert summary["status"] == "interrupted" and (run_dir / "checkpoints" / str(stopped)).is_dir()
+    assert load_run(run_dir).metrics["step"].max() <= stopped
+
+    # resume in the same directory and finish 7 steps later; compare with a run never stopped
+    common = ["trainer.log_every=5", f"trainer.max_steps={stopped + 7}"]
+    run_in_process(run_dir, *common)
+    run_in_process(tmp_path / "straight", *common)
+    assert (run_dir / "metrics.jsonl").read_text() == (
+        tmp_path / "straight" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_exit_codes_of_the_entry_point(tmp_path):
+    bad = launch(tmp_path / "bad", "optim.lr=-1")
+    nan = launch(tmp_path / "nan", "study.nan_at_step=7", "trainer.max_steps=20")
+    _, bad_err = bad.communicate(timeout=120)
+    _, nan_err = nan.communicate(timeout=120)
+    assert bad.returncode == 2 and "error: optim.lr must be a positive number, got -1.0" in bad_err
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+    assert nan.returncode == 1 and "non-finite loss=nan at step 7" in nan_err, nan_err[-2000:]
+
+
+EIGHT_DEVICES = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from experiments.schema import register_schemas
+from experiments.runtime.launch import execute
+import jax
+assert jax.device_count() == 8, jax.devices()
+register_schemas()
+overrides = ["+exp=quickstart", "trainer.progress=off", "trainer.max_steps=30",
+             "trainer.log_every=1"]
+with initialize_config_dir(sys.argv[2], version_base="1.3"):
+    cfg = compose("config", overrides=overrides)
+execute(cfg, sys.argv[1], overrides)
+"""
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", EIGHT_DEVICES, str(tmp_path / "eight"), str(ROOT / "configs")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_in_process(tmp_path / "one", "trainer.max_steps=30", "trainer.log_every=1")
+    one, eight = load_run(tmp_path / "one"), load_run(tmp_path / "eight")
+    assert eight.record["devices"]["device_count"] == 8
+    assert list(one.metrics["step"]) == list(eight.metrics["step"]) == list(range(1, 31))
+    np.testing.assert_allclose(eight.metrics["loss"], one.metrics["loss"], rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        eight.metrics["val_loss"].dropna(), one.metrics["val_loss"].dropna(), rtol=1e-4
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["offline"])
+def test_wandb_offline_run_keeps_its_id_across_resume(tmp_path, mode):
+    """A real (offline) wandb run: the id file is written and reused by the resumed run."""
+    env = {"WANDB_MODE": mode, "WANDB_SILENT": "true"}
+    first = launch(
+        tmp_path, "logger=wandb", "trainer.max_steps=10", "trainer.stop_at_step=5", env=env
+    )
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 143, err[-2000:]
+    run_id = (tmp_path / "wandb_run_id.txt").read_text().strip()
+    second = launch(tmp_path, "logger=wandb", "trainer.max_steps=10", env=env)
+    _, err = second.communicate(timeout=180)
+    assert second.returncode == 0 and "WARNING" not in err, err[-2000:]
+    assert (tmp_path / "wandb_run_id.txt").read_text().strip() == run_id
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
