@@ -82,6 +82,16 @@ def test_progress_plain_lines_when_not_a_terminal():
         Progress(1, "x", mode="fancy")
 
 
+def test_progress_notes_print_in_plain_mode_and_not_when_off():
+    plain, off = io.StringIO(), io.StringIO()
+    with Progress(2, "train", mode="plain", every_s=1e9, stream=plain) as bar:
+        bar.note("eval step 1: val_loss=1.5")
+    with Progress(2, "train", mode="off", stream=off) as bar:
+        bar.note("eval step 1: val_loss=1.5")
+    assert plain.getvalue() == "eval step 1: val_loss=1.5\n"
+    assert off.getvalue() == ""
+
+
 def test_batch_divisibility_is_checked_per_leaf():
     mesh = make_data_mesh()
     check_batch_divisible({"x": np.zeros((4, 3))}, mesh)

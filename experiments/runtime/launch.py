@@ -60,4 +60,11 @@ def execute(cfg: DictConfig, run_dir: str | pathlib.Path, overrides: Sequence[st
     summary = dict(summary or {})
     _write_summary(ctx.dir, {"status": "completed", "summary": summary})
     ctx.close(exit_code=0)
+    if (cfg.get("trainer") or {}).get("progress", "auto") != "off":
+        shown = " ".join(f"{k}={_short(v)}" for k, v in summary.items())
+        print(f"done: {shown}\nrun directory: {ctx.dir}", flush=True)
     return summary
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

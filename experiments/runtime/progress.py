@@ -90,6 +90,13 @@ class Progress:
                 self._last_print = now
                 print(self._line(), file=self.stream, flush=True)
 
+    def note(self, text: str) -> None:
+        """A one-off line (e.g. evaluation results): above the bar, or as a plain line."""
+        if self.mode == "rich" and self._bar is not None:
+            self._bar.console.print(text, highlight=False)
+        elif self.mode == "plain":
+            print(text, file=self.stream, flush=True)
+
     def __exit__(self, *exc) -> None:
         if self.mode == "rich" and self._bar is not None:
             self._bar.__exit__(*exc)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from experiments.runtime.checkpoint import (
     Checkpoints,
@@ -143,6 +144,10 @@ class _StopSignals:
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _format_scalars(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={float(v):.4g}" for k, v in values.items() if np.ndim(v) == 0)
 
 
 def _is_finite(value: Any) -> bool:
@@ -289,6 +294,7 @@ def _loop(
         ):
             last_eval = {k: v for k, v in jax.device_get(dict(eval_fn(state))).items()}
             ctx.log_metrics(step, last_eval)
+            progress.note(f"eval step {step}: {_format_scalars(last_eval)}")
         if options.due(options.ckpt_every, step) or step == options.max_steps or stop:
             if ckpts.save(step, state, meta(step)):
                 saved.append(step)
