@@ -3,7 +3,8 @@
 Hydra composes `configs/config.yaml` with the overrides; everything else lives in tested
 modules: `experiments.runtime.launch.execute` validates the config, builds the run context
 and calls the study (`experiments.studies.<cfg.study.name>.run`).
-Exit status: 0 done; 1 non-finite loss; 2 invalid config; 128+signal after SIGTERM/SIGINT
+Exit status: 0 done; 1 non-finite loss; 2 invalid config or missing data file;
+128+signal after SIGTERM/SIGINT
 (a checkpoint was saved: run the same command with `hydra.run.dir=<run dir>` to resume).
 """
 
@@ -35,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # bad config or missing data: no traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {err}", file=sys.stderr)

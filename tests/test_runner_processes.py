@@ -86,6 +86,20 @@ def test_exit_codes_of_the_entry_point(tmp_path):
     assert nan.returncode == 1 and "non-finite loss=nan at step 7" in nan_err, nan_err[-2000:]
 
 
+def test_missing_data_file_exits_2_with_where_it_looked(tmp_path):
+    missing = tmp_path / "nowhere" / "input.txt"
+    cmd = [
+        sys.executable, "-m", "experiments.run", "+exp=nanogpt_adamw", "data=shakespeare_char",
+        f"data.path={missing}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    env = {**os.environ, "SPECJAX_DATA_DIR": str(tmp_path / "empty")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "error: Tiny Shakespeare not found" in done.stderr and str(missing) in done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 EIGHT_DEVICES = """
 import json, sys
 from hydra import compose, initialize_config_dir
