@@ -44,37 +44,37 @@ def _first_run_per_optim(spectra: pd.DataFrame) -> pd.DataFrame:
     return spectra[spectra["run"].isin(first.values)]
 
 
-def activation_stable_ranks(spectra: pd.DataFrame):
-    """st(A) of every activation over training (one panel per optimizer), width in the label."""
-    acts = _first_run_per_optim(spectra[spectra["kind"] == "activation"])
-    optims = sorted(acts["optim"].unique())
+def _lines_per_optimizer(rows: pd.DataFrame, column: str, title: str, label):
+    """One log-scale panel per optimizer (its first run): `column` over steps, a line per name."""
+    rows = _first_run_per_optim(rows)
+    optims = sorted(rows["optim"].unique())
     fig, axes = plt.subplots(1, len(optims), figsize=(5 * len(optims), 4), squeeze=False)
     for ax, optim in zip(axes[0], optims, strict=True):
-        for name, group in acts[acts["optim"] == optim].groupby("name"):
-            width = int(group["width"].iloc[0])
-            ax.plot(group["step"], group["act_stable_rank"], label=f"{name} (d={width})")
+        for name, group in rows[rows["optim"] == optim].groupby("name"):
+            ax.plot(group["step"], group[column], label=label(name, group))
         ax.set_yscale("log")
-        ax.set_title(f"st(A), {optim}")
+        ax.set_title(f"{title}, {optim}")
         ax.set_xlabel("step")
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def activation_stable_ranks(spectra: pd.DataFrame):
+    """st(A) of every activation over training (one panel per optimizer), width in the label."""
+    return _lines_per_optimizer(
+        spectra[spectra["kind"] == "activation"],
+        "act_stable_rank",
+        "st(A)",
+        lambda name, group: f"{name} (d={int(group['width'].iloc[0])})",
+    )
 
 
 def gradient_nuclear_ranks(spectra: pd.DataFrame):
     """nr(G) of every weight over training (one panel per optimizer)."""
-    weights = _first_run_per_optim(spectra[spectra["kind"] == "weight"])
-    optims = sorted(weights["optim"].unique())
-    fig, axes = plt.subplots(1, len(optims), figsize=(5 * len(optims), 4), squeeze=False)
-    for ax, optim in zip(axes[0], optims, strict=True):
-        for name, group in weights[weights["optim"] == optim].groupby("name"):
-            ax.plot(group["step"], group["grad_nuclear_rank"], label=name)
-        ax.set_yscale("log")
-        ax.set_title(f"nr(G), {optim}")
-        ax.set_xlabel("step")
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+    return _lines_per_optimizer(
+        spectra[spectra["kind"] == "weight"], "grad_nuclear_rank", "nr(G)", lambda name, _: name
+    )
 
 
 def ratio_heatmap(spectra: pd.DataFrame):
