@@ -31,10 +31,6 @@ from specjax.optim._matrices import (
 from specjax.optim.labels import leaves_with_paths
 
 KINDS = ("soft", "hard")
-# Below ‖U‖_F/c = SERIES_RATIO the soft clip is U(I − G/2c² + 3G²/8c⁴), G = UᵀU (error ≤
-# (5/16)·0.1⁶ ≈ 3e-7): exact in float32 and exactly U as c → ∞, where the Newton–Schulz form
-# loses the factor √(1 − w) to cancellation (w = 1/(1 + ‖U‖_F²/c²) rounds to 1).
-SERIES_RATIO = 0.1
 STATS_TOL = 1e-3
 STATS_MAX_ITERS = 30
 
@@ -45,25 +41,13 @@ class ClipBySpectralNormState(NamedTuple):
     spectral_norm: dict[str, jax.Array]
 
 
-def _soft_clip_series(u_Bxmxn: jax.Array, c) -> jax.Array:
-    """U(I − G/2c² + 3G²/8c⁴), G = UᵀU: the soft clip for ‖U‖_F ≤ 0.1 c (Taylor series)."""
-    if u_Bxmxn.shape[-2] < u_Bxmxn.shape[-1]:
-        return jnp.swapaxes(_soft_clip_series(jnp.swapaxes(u_Bxmxn, -1, -2), c), -1, -2)
-    g = jnp.swapaxes(u_Bxmxn, -1, -2) @ u_Bxmxn / (c * c)
-    return u_Bxmxn - 0.5 * (u_Bxmxn @ g) + 0.375 * (u_Bxmxn @ (g @ g))
-
-
 def clip_matrices(u_Bxmxn: jax.Array, c, kind: str, steps: int | None) -> jax.Array:
     """Spectral clip of a stack of matrices at level c (a positive scalar, may be traced)."""
     if kind == "hard":
         return hard_spectral_clip(u_Bxmxn, c)
     u32 = u_Bxmxn.astype(jnp.float32)
-    c = jnp.asarray(c, jnp.float32)
-    fro = jnp.sqrt(jnp.sum(u32 * u32, axis=(-2, -1), keepdims=True))
-    near_identity = fro <= SERIES_RATIO * c
-    clipped = soft_spectral_clip(u32, c, steps=steps)
-    series = _soft_clip_series(u32, c)
-    return jnp.where(near_identity, series, clipped).astype(u_Bxmxn.dtype)
+    clipped = soft_spectral_clip(u32, jnp.asarray(c, jnp.float32), steps=steps)
+    return clipped.astype(u_Bxmxn.dtype)
 
 
 def clip_vector(g: jax.Array, c, kind: str) -> jax.Array:

@@ -5,9 +5,9 @@
 U is the base optimizer's direction (Adam's m̂/(√v̂ + ε), the sign of Nesterov momentum, AdEMAMix's
 mix), H_c the soft spectral clip σ ↦ σ/√(1 + σ²/c²) (vectors: g/√(1 + ‖g‖²/c²)), η the learning
 rate, λ the decoupled weight decay, α = √max(1, fan_out/fan_in) per matrix (1 for vectors,
-`alpha=None` for 1 everywhere). Applied to every parameter. As c → ∞, H_c(U) → U exactly (the
-clip switches to its Taylor series below ‖U‖_F = 0.1c), so with α = 1 SPECTRA is its base
-optimizer step for step.
+`alpha=None` for 1 everywhere). Applied to every parameter. As c → ∞, H_c(U) → U to float32
+rounding (`specjax.soft_spectral_clip` forms its scale without cancellation), so with α = 1
+SPECTRA is its base optimizer step for step.
 
 Options: `pre_clip=c_pre` soft-clips the raw matrix gradients at c_pre before the base optimizer
 (put any global-norm clip after it in your chain, never before); `constant_clr_warmup=W` uses
