@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 512 if args.quick else 2048
     reps = args.repeats
-    rank, oversample, power_iters = 16, 10, 4  # randomized_svd defaults
+    rank, oversample, iters = 16, 10, 4  # randomized_svd defaults
     key = jax.random.PRNGKey(0)
 
     print(
@@ -153,7 +153,7 @@ def main() -> None:
         from sklearn.utils.extmath import randomized_svd as sk_rsvd
 
         def sk(a):
-            return sk_rsvd(a, rank, n_oversamples=oversample, n_iter=power_iters, random_state=0)
+            return sk_rsvd(a, rank, n_oversamples=oversample, n_iter=iters, random_state=0)
 
         t_sk = time_fn(sk, x_np, repeats=reps)
         err_sk = np.max(np.abs(sk(x_np)[1].astype(np.float64) - s_top) / s_top)
@@ -207,7 +207,7 @@ def main() -> None:
         )
     pe = jax.jit(lambda a: sj.polar(a, method="polar_express"))
     t_pe = time_fn(pe, x, repeats=reps)
-    rows.append(("polar polar_express (8 steps)", t_pe, t_svd, t_svd / t_pe, "", "vs jnp svd"))
+    rows.append(("polar polar_express (8 iters)", t_pe, t_svd, t_svd / t_pe, "", "vs jnp svd"))
     soft = jax.jit(lambda a: sj.soft_spectral_clip(a, 0.5))
     t_soft = time_fn(soft, x, repeats=reps)
     rows.append(

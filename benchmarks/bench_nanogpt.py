@@ -33,14 +33,9 @@ EXPS = ("adamw", "muon", "spectra", "gated")
 
 
 def compose(name: str, overrides=()):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from experiments.config import compose as compose_run
 
-    from experiments.schema import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose("config", overrides=[f"+exp=nanogpt_{name}", *overrides])
+    return compose_run([f"+exp=nanogpt_{name}", *overrides])
 
 
 def jax_runner(name: str):
@@ -50,14 +45,14 @@ def jax_runner(name: str):
     from experiments.studies import nanogpt
 
     cfg = compose(name)
-    corpus, gpt, tx, study = nanogpt.build(cfg)
-    needs_st = cfg.optim.name in nanogpt.NEEDS_ACTIVATION_ST
+    corpus, gpt, tx = nanogpt.build(cfg)
+    needs_st = cfg.optim.needs_activation_stable_ranks
     batch = data_lib.make_batch_fn(
-        corpus.train_tokens, study["batch_size"], gpt.config.context_length
+        corpus.train_tokens, cfg.study.batch_size, gpt.config.context_length
     )
     key = jax.random.PRNGKey(0)
     train_step = jax.jit(step_lib.make_train_step(gpt, tx, key, needs_st), donate_argnums=0)
-    spectra = step_lib.make_spectra_fn(gpt, tx, needs_st, key, study["spectra_top_k"])
+    spectra = step_lib.make_spectra_fn(gpt, tx, needs_st, key, cfg.study.spectra_top_k)
     holder = {"state": step_lib.init_state(gpt, tx, key), "i": 0}
 
     def run(n: int) -> float:

@@ -1,200 +1,368 @@
-"""Optimizer registry: an `optim` config → `optax.GradientTransformation`.
+"""Optimizer configs: one dataclass per optimizer, the single source of its defaults.
 
-    tx = build_optimizer(cfg.optim, total_steps=cfg.trainer.max_steps, label_fn=..., reshape=...)
+    optim=muon optim.lr=2e-3      →  MuonConfig(lr=2e-3, ...).build(total_steps)
+                                  →  specjax.optim.muon(schedule, ...)
 
-`lr` is the peak of a schedule: linear warm-up over `warmup_steps` from 0, then `constant`,
-`cosine` (to `min_lr_ratio * lr` at `decay_steps`, default `total_steps`) or `linear` decay.
-`clip_grad_norm` prepends global-norm clipping. Study-specific routing arguments
-(`label_fn`, `reshape`, `mesh`) are passed through to the `specjax.optim` builders that take them.
-`specjax.optim` is imported inside the builders so adamw / sgd work without it.
+`OPTIMIZERS` maps the name a user types (`optim=NAME`) to its dataclass; `experiments.config`
+stores each in Hydra's ConfigStore, so unknown keys and wrong types fail at composition and
+`__post_init__` checks the values before anything compiles. `lr` is the peak of the schedule:
+linear warm-up from 0 over `warmup_steps`, then `constant`, `cosine` (to `min_lr_ratio·lr` at
+`decay_steps`, default the run's `total_steps`) or `linear` decay. `clip_grad_norm` prepends
+global-norm clipping. `needs_activation_stable_ranks` tells the training step to pass
+`activation_stable_ranks=` to `update` (the gated optimizer's st(A)).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from typing import Any
+import dataclasses
+import math
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
+import specjax.optim as so
+from experiments.config import check_choice, check_positive_int
+
 SCHEDULES = ("constant", "cosine", "linear")
 
 
-def make_schedule(
-    lr: float, schedule: str = "constant", warmup_steps: int = 0, decay_steps: int | None = None,
-    min_lr_ratio: float = 0.0, total_steps: int | None = None,
-) -> optax.Schedule:  # fmt: skip
-    """Warm-up then constant / cosine / linear decay; ValueError on bad values."""
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"optim.lr must be a positive number, got {lr!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if warmup_steps < 0:
-        raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup_steps!r}")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
-    decay_steps = decay_steps if decay_steps is not None else total_steps
-    if schedule == "constant":
-        main = optax.constant_schedule(lr)
-    else:
-        if decay_steps is None or decay_steps <= warmup_steps:
-            raise ValueError(
-                f"optim.decay_steps (or trainer.max_steps)={decay_steps!r} must exceed "
-                f"optim.warmup_steps={warmup_steps} for schedule={schedule!r}"
-            )
-        span = decay_steps - warmup_steps
-        if schedule == "cosine":
-            main = optax.cosine_decay_schedule(lr, span, alpha=min_lr_ratio)
-        else:
-            main = optax.linear_schedule(lr, lr * min_lr_ratio, span)
-    if warmup_steps == 0:
-        return main
-    warmup = optax.linear_schedule(0.0, lr, warmup_steps)
-    return optax.join_schedules([warmup, main], [warmup_steps])
+def _check_number(value: Any, key: str, low: float, high: float, *, low_open=False, high_open=True):
+    """ValueError naming `optim.<key>` unless `value` is a finite number in the interval."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"optim.{key} must be a finite number in {interval}, got {value!r}")
 
 
-def _matrices_mask(params):
+def _positive(value: Any, key: str) -> None:
+    _check_number(value, key, 0.0, math.inf, low_open=True)
+
+
+def _fraction(value: Any, key: str) -> None:
+    _check_number(value, key, 0.0, 1.0)
+
+
+def _matrices_only(params):
+    """nanoGPT's weight-decay rule: decay leaves of ndim ≥ 2, never norm scales and biases."""
     return jax.tree_util.tree_map(lambda x: jnp.ndim(x) >= 2, params)
 
 
-def _adamw(o, lr, extra):
-    mask = _matrices_mask if o.get("decay_matrices_only", True) else None
-    return optax.adamw(
-        lr, b1=o["b1"], b2=o["b2"], eps=o["eps"], weight_decay=o["weight_decay"], mask=mask
-    )
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Keys every optimizer has; subclasses add theirs and implement `transform(lr)`."""
+
+    name: str = ""
+    lr: float = 1e-3
+    schedule: str = "constant"  # constant | cosine | linear, after the linear warm-up
+    warmup_steps: int = 0
+    decay_steps: int | None = None  # None = trainer.max_steps
+    min_lr_ratio: float = 0.0  # final lr / peak lr of cosine / linear decay
+    clip_grad_norm: float | None = None  # global-norm clipping before the optimizer
+    weight_decay: float = 0.0
+
+    needs_activation_stable_ranks: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        expected = next(k for k, v in OPTIMIZERS.items() if isinstance(self, v))
+        if self.name != expected:
+            raise ValueError(f"optim.name={self.name!r} does not match optim={expected}")
+        _positive(self.lr, "lr")
+        check_choice(self.schedule, "optim.schedule", SCHEDULES)
+        check_positive_int(self.warmup_steps, "optim.warmup_steps", zero_ok=True)
+        if self.decay_steps is not None:
+            check_positive_int(self.decay_steps, "optim.decay_steps")
+        _check_number(self.min_lr_ratio, "min_lr_ratio", 0.0, 1.0, high_open=False)
+        if self.clip_grad_norm is not None:
+            _positive(self.clip_grad_norm, "clip_grad_norm")
+        _check_number(self.weight_decay, "weight_decay", 0.0, math.inf)
+
+    def learning_rate(self, total_steps: int | None = None, peak: float | None = None):
+        """The schedule: warm-up to `peak` (default `lr`), then constant / cosine / linear."""
+        peak = self.lr if peak is None else peak
+        decay_steps = self.decay_steps if self.decay_steps is not None else total_steps
+        if self.schedule == "constant":
+            main = optax.constant_schedule(peak)
+        else:
+            if decay_steps is None or decay_steps <= self.warmup_steps:
+                raise ValueError(
+                    f"optim.decay_steps (or trainer.max_steps)={decay_steps!r} must exceed "
+                    f"optim.warmup_steps={self.warmup_steps} for schedule={self.schedule!r}"
+                )
+            span = decay_steps - self.warmup_steps
+            if self.schedule == "cosine":
+                main = optax.cosine_decay_schedule(peak, span, alpha=self.min_lr_ratio)
+            else:
+                main = optax.linear_schedule(peak, peak * self.min_lr_ratio, span)
+        if self.warmup_steps == 0:
+            return main
+        warmup = optax.linear_schedule(0.0, peak, self.warmup_steps)
+        return optax.join_schedules([warmup, main], [self.warmup_steps])
+
+    def build(self, total_steps: int | None = None) -> optax.GradientTransformation:
+        """The optax transform, global-norm clipping first when `clip_grad_norm` is set."""
+        tx = self.transform(self.learning_rate(total_steps), total_steps)
+        if self.clip_grad_norm is None:
+            return tx
+        return optax.chain(optax.clip_by_global_norm(self.clip_grad_norm), tx)
+
+    def transform(self, lr: optax.Schedule, total_steps: int | None):
+        raise NotImplementedError
 
 
-def _sgd(o, lr, extra):
-    tx = optax.sgd(lr, momentum=o["momentum"] or None, nesterov=o["nesterov"])
-    if o["weight_decay"]:
-        tx = optax.chain(optax.add_decayed_weights(o["weight_decay"]), tx)
-    return tx
+@dataclasses.dataclass
+class AdamWConfig(OptimizerConfig):
+    """optax.adamw (decoupled weight decay)."""
+
+    name: str = "adamw"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    decay_matrices_only: bool = True  # False decays every leaf, norm scales included
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.b1, "b1")
+        _fraction(self.b2, "b2")
+        _positive(self.eps, "eps")
+
+    def transform(self, lr, total_steps):
+        mask = _matrices_only if self.decay_matrices_only else None
+        return optax.adamw(
+            lr, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay, mask=mask
+        )
 
 
-def _pass(builder: Callable, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """The routing extras (`label_fn`, `reshape`, `mesh`, ...) the builder accepts."""
-    accepted = inspect.signature(builder).parameters
-    return {k: v for k, v in extra.items() if k in accepted and v is not None}
+@dataclasses.dataclass
+class SGDConfig(OptimizerConfig):
+    """optax.sgd with optional (Nesterov) momentum; weight_decay adds λW to the gradient."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.momentum, "momentum")
+
+    def transform(self, lr, total_steps):
+        tx = optax.sgd(lr, momentum=self.momentum or None, nesterov=self.nesterov)
+        if self.weight_decay:
+            tx = optax.chain(optax.add_decayed_weights(self.weight_decay), tx)
+        return tx
 
 
-def _muon(o, lr, extra):
-    from specjax.optim import muon
+@dataclasses.dataclass
+class MuonConfig(OptimizerConfig):
+    """specjax.optim.muon: orthogonalized momentum on hidden matrices, AdamW elsewhere."""
 
-    return muon(
-        lr, momentum=o["momentum"], nesterov=o["nesterov"], weight_decay=o["weight_decay"],
-        method=o["method"], steps=o["steps"], scaling=o["scaling"], adam_learning_rate=o["adam_lr"],
-        adam_b1=o["adam_b1"], adam_b2=o["adam_b2"], adam_eps=o["adam_eps"],
-        adam_weight_decay=o["adam_weight_decay"], **_pass(muon, extra),
-    )  # fmt: skip
+    name: str = "muon"
+    lr: float = 0.02
+    momentum: float = 0.95
+    nesterov: bool = True
+    method: str = "newton_schulz"  # newton_schulz | polar_express | svd
+    iters: int = 5
+    scaling: str | None = "muon"  # muon | rms | spectral | None
+    adam_lr: float | None = None  # peak of the AdamW group's schedule; None = lr
+    adam_b1: float = 0.9
+    adam_b2: float = 0.95
+    adam_eps: float = 1e-8
+    adam_weight_decay: float | None = None  # None = weight_decay
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.momentum, "momentum")
+        check_positive_int(self.iters, "optim.iters")
+        if self.adam_lr is not None:
+            _positive(self.adam_lr, "adam_lr")
+        _fraction(self.adam_b1, "adam_b1")
+        _fraction(self.adam_b2, "adam_b2")
+        _positive(self.adam_eps, "adam_eps")
+        if self.adam_weight_decay is not None:
+            _check_number(self.adam_weight_decay, "adam_weight_decay", 0.0, math.inf)
 
-def _optax_muon(o, lr, extra):
-    from optax.contrib import muon
-
-    return muon(
-        lr, ns_steps=o["ns_steps"], beta=o["beta"], weight_decay=o["weight_decay"],
-        nesterov=o["nesterov"], adam_b1=o["adam_b1"], adam_b2=o["adam_b2"],
-        adam_learning_rate=o["adam_lr"], **_pass(muon, extra),
-    )  # fmt: skip
-
-
-def _spectra_kw(o) -> dict[str, Any]:
-    return {
-        "weight_decay": o["weight_decay"], "pre_clip": o["pre_clip"], "kind": o["kind"],
-        "steps": o["clip_steps"], "alpha": o["alpha"],
-        "constant_clr_warmup": o["constant_clr_warmup"],
-    }  # fmt: skip
-
-
-def _spectra_adamw(o, lr, extra):
-    from specjax.optim import spectra_adamw
-
-    kw = _spectra_kw(o) | _pass(spectra_adamw, extra)
-    return spectra_adamw(lr, o["c"], b1=o["b1"], b2=o["b2"], eps=o["eps"], **kw)
-
-
-def _spectra_signum(o, lr, extra):
-    from specjax.optim import spectra_signum
-
-    kw = _spectra_kw(o) | _pass(spectra_signum, extra)
-    return spectra_signum(lr, o["c"], momentum=o["momentum"], nesterov=o["nesterov"], **kw)
+    def transform(self, lr, total_steps):
+        adam_lr = None if self.adam_lr is None else self.learning_rate(total_steps, self.adam_lr)
+        return so.muon(
+            lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay,
+            method=self.method, iters=self.iters, scaling=self.scaling,
+            adam_learning_rate=adam_lr, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
+            adam_eps=self.adam_eps, adam_weight_decay=self.adam_weight_decay,
+        )  # fmt: skip
 
 
-def _spectra_ademamix(o, lr, extra):
-    from specjax.optim import spectra_ademamix
+@dataclasses.dataclass
+class OptaxMuonConfig(OptimizerConfig):
+    """optax.contrib.muon, the reference implementation (same schedule and clipping keys)."""
 
-    kw = _spectra_kw(o) | _pass(spectra_ademamix, extra)
-    return spectra_ademamix(
-        lr, o["c"], b1=o["b1"], b2=o["b2"], b3=o["b3"], alpha_mix=o["alpha_mix"], eps=o["eps"], **kw
-    )
+    name: str = "optax_muon"
+    lr: float = 0.02
+    beta: float = 0.95
+    iters: int = 5  # optax's ns_steps
+    nesterov: bool = True
+    adam_lr: float | None = None
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.beta, "beta")
+        check_positive_int(self.iters, "optim.iters")
+        if self.adam_lr is not None:
+            _positive(self.adam_lr, "adam_lr")
+        _fraction(self.adam_b1, "adam_b1")
+        _fraction(self.adam_b2, "adam_b2")
+
+    def transform(self, lr, total_steps):
+        from optax.contrib import muon
+
+        adam_lr = None if self.adam_lr is None else self.learning_rate(total_steps, self.adam_lr)
+        return muon(
+            lr, ns_steps=self.iters, beta=self.beta, weight_decay=self.weight_decay,
+            nesterov=self.nesterov, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
+            adam_learning_rate=adam_lr,
+        )  # fmt: skip
 
 
-def _gated_spectral(o, lr, extra):
-    from specjax.optim import gated_spectral
+@dataclasses.dataclass
+class SpectraConfig(OptimizerConfig):
+    """SPECTRA (Jiang, Semenov & Stich 2026): the base direction, spectrally clipped at `c`."""
 
-    return gated_spectral(
-        lr, euclidean=o["euclidean"], momentum=o["momentum"], nesterov=o["nesterov"],
-        spectral_learning_rate=o["spectral_lr"], method=o["method"], steps=o["steps"],
-        weight_decay=o["weight_decay"], adam_b1=o["adam_b1"], adam_b2=o["adam_b2"],
-        adam_eps=o["adam_eps"], **_pass(gated_spectral, extra),
-    )  # fmt: skip
+    c: float = 1.0
+    pre_clip: float | None = None
+    kind: str = "soft"  # soft | hard
+    clip_iters: int | None = None  # Newton–Schulz iterations of the soft clip; None = automatic
+    alpha: str | None = "muon"  # muon | None
+    constant_clr_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.c, "c")
+        if self.pre_clip is not None:
+            _positive(self.pre_clip, "pre_clip")
+        check_choice(self.kind, "optim.kind", ("soft", "hard"))
+        if self.clip_iters is not None:
+            check_positive_int(self.clip_iters, "optim.clip_iters")
+        check_choice(self.alpha, "optim.alpha", ("muon", None))
+        check_positive_int(self.constant_clr_warmup, "optim.constant_clr_warmup", zero_ok=True)
+
+    def spectra_kwargs(self) -> dict[str, Any]:
+        return {
+            "weight_decay": self.weight_decay, "pre_clip": self.pre_clip, "kind": self.kind,
+            "iters": self.clip_iters, "alpha": self.alpha,
+            "constant_clr_warmup": self.constant_clr_warmup,
+        }  # fmt: skip
 
 
-BUILDERS: dict[str, Callable] = {
-    "adamw": _adamw,
-    "sgd": _sgd,
-    "muon": _muon,
-    "optax_muon": _optax_muon,
-    "spectra_adamw": _spectra_adamw,
-    "spectra_signum": _spectra_signum,
-    "spectra_ademamix": _spectra_ademamix,
-    "gated_spectral": _gated_spectral,
+@dataclasses.dataclass
+class SpectraAdamWConfig(SpectraConfig):
+    name: str = "spectra_adamw"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.b1, "b1")
+        _fraction(self.b2, "b2")
+        _positive(self.eps, "eps")
+
+    def transform(self, lr, total_steps):
+        return so.spectra_adamw(
+            lr, self.c, b1=self.b1, b2=self.b2, eps=self.eps, **self.spectra_kwargs()
+        )
+
+
+@dataclasses.dataclass
+class SpectraSignumConfig(SpectraConfig):
+    name: str = "spectra_signum"
+    momentum: float = 0.9
+    nesterov: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self.momentum, "momentum")
+
+    def transform(self, lr, total_steps):
+        return so.spectra_signum(
+            lr, self.c, momentum=self.momentum, nesterov=self.nesterov, **self.spectra_kwargs()
+        )
+
+
+@dataclasses.dataclass
+class SpectraAdEMAMixConfig(SpectraConfig):
+    name: str = "spectra_ademamix"
+    b1: float = 0.9
+    b2: float = 0.999
+    b3: float = 0.9999
+    alpha_mix: float = 5.0
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("b1", "b2", "b3"):
+            _fraction(getattr(self, key), key)
+        _check_number(self.alpha_mix, "alpha_mix", 0.0, math.inf)
+        _positive(self.eps, "eps")
+
+    def transform(self, lr, total_steps):
+        return so.spectra_ademamix(
+            lr, self.c, b1=self.b1, b2=self.b2, b3=self.b3, alpha_mix=self.alpha_mix,
+            eps=self.eps, **self.spectra_kwargs(),
+        )  # fmt: skip
+
+
+@dataclasses.dataclass
+class GatedSpectralConfig(OptimizerConfig):
+    """specjax.optim.gated_spectral: spectral step where nr(G) ≥ st(A), Euclidean elsewhere."""
+
+    name: str = "gated_spectral"
+    lr: float = 0.05
+    euclidean: str = "sgd"  # sgd | adam
+    momentum: float = 0.0
+    nesterov: bool = False
+    spectral_lr: float | None = None  # None = lr·‖U‖_*/st(A), the same smoothness model as SGD
+    method: str = "polar_express"
+    iters: int = 8
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+
+    needs_activation_stable_ranks: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.euclidean, "optim.euclidean", ("sgd", "adam"))
+        _fraction(self.momentum, "momentum")
+        if self.spectral_lr is not None:
+            _positive(self.spectral_lr, "spectral_lr")
+        check_positive_int(self.iters, "optim.iters")
+        _fraction(self.adam_b1, "adam_b1")
+        _fraction(self.adam_b2, "adam_b2")
+        _positive(self.adam_eps, "adam_eps")
+
+    def transform(self, lr, total_steps):
+        return so.gated_spectral(
+            lr, euclidean=self.euclidean, momentum=self.momentum, nesterov=self.nesterov,
+            spectral_learning_rate=self.spectral_lr, method=self.method, iters=self.iters,
+            weight_decay=self.weight_decay, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
+            adam_eps=self.adam_eps,
+        )  # fmt: skip
+
+
+OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
+    "adamw": AdamWConfig,
+    "sgd": SGDConfig,
+    "muon": MuonConfig,
+    "optax_muon": OptaxMuonConfig,
+    "spectra_adamw": SpectraAdamWConfig,
+    "spectra_signum": SpectraSignumConfig,
+    "spectra_ademamix": SpectraAdEMAMixConfig,
+    "gated_spectral": GatedSpectralConfig,
 }
-
-
-def optimizer_options(optim_cfg: Any) -> dict[str, Any]:
-    """The optim config as a plain dict with the schema's defaults filled in."""
-    from omegaconf import OmegaConf
-
-    from experiments.schema import OPTIM_SCHEMAS
-
-    values = (
-        OmegaConf.to_container(optim_cfg, resolve=True)
-        if OmegaConf.is_config(optim_cfg)
-        else dict(optim_cfg)
-    )
-    name = values.get("name")
-    if name not in BUILDERS:
-        raise ValueError(f"optim.name must be one of {sorted(BUILDERS)}, got {name!r}")
-    merged = OmegaConf.merge(
-        OmegaConf.structured(OPTIM_SCHEMAS[name]), values
-    )  # typo → error naming the key
-    return OmegaConf.to_container(merged, resolve=True)
-
-
-def build_optimizer(
-    optim_cfg: Any, total_steps: int | None = None, **extra: Any
-) -> optax.GradientTransformation:
-    """`optax` transform for `optim_cfg` (a DictConfig or dict with `name`, `lr`, ...)."""
-    o = optimizer_options(optim_cfg)
-    lr = make_schedule(
-        o["lr"], o["schedule"], o["warmup_steps"], o["decay_steps"], o["min_lr_ratio"], total_steps
-    )
-    tx = BUILDERS[o["name"]](o, lr, extra)
-    if o["clip_grad_norm"] is not None:
-        if not o["clip_grad_norm"] > 0:
-            raise ValueError(
-                f"optim.clip_grad_norm must be positive or null, got {o['clip_grad_norm']!r}"
-            )
-        tx = optax.chain(optax.clip_by_global_norm(o["clip_grad_norm"]), tx)
-    return tx
-
-
-def learning_rate_schedule(optim_cfg: Any, total_steps: int | None = None) -> optax.Schedule:
-    """The schedule `build_optimizer` uses (for logging the lr per step)."""
-    o = optimizer_options(optim_cfg)
-    return make_schedule(
-        o["lr"], o["schedule"], o["warmup_steps"], o["decay_steps"], o["min_lr_ratio"], total_steps
-    )

@@ -13,7 +13,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from specjax.runs import find_run_dirs, load_run
+from experiments.rundir import find_run_dirs, load_run
 
 
 def default_out_dir(run_dirs: Sequence[pathlib.Path]) -> pathlib.Path:

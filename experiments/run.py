@@ -1,35 +1,35 @@
 """Entry point: `python -m experiments.run +exp=NAME [key=value ...]` (add `-m` for a sweep).
 
-Hydra composes `configs/config.yaml` with the overrides; everything else lives in tested
-modules: `experiments.runtime.launch.execute` validates the config, builds the run context
-and calls the study (`experiments.studies.<cfg.study.name>.run`).
-Exit status: 0 done; 1 non-finite loss; 2 invalid config or missing data file;
-128+signal after SIGTERM/SIGINT
-(a checkpoint was saved: run the same command with `hydra.run.dir=<run dir>` to resume).
+Hydra composes `configs/config.yaml` with the overrides against the typed configs
+(`experiments.config.register_configs`); the study `cfg.study.name` then runs through
+`experiments.runtime.launch.execute`. Exit status: 0 done; 1 non-finite loss; 2 invalid
+config or missing data file; 128+signal after SIGTERM/SIGINT (a checkpoint was saved: run
+the same command with `hydra.run.dir=<run dir>` to resume).
 """
 
 import os
-import pathlib
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.schema import register_schemas
+from experiments.config import CONFIG_DIR, register_configs, renamed_key_errors, to_run_config
 
-CONFIG_DIR = str(pathlib.Path(__file__).resolve().parent.parent / "configs")
-register_schemas()
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(composed: DictConfig) -> None:
     from experiments.runtime.launch import execute
     from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
+    from experiments.studies import study_module
 
     hydra_cfg = HydraConfig.get()
     try:
-        execute(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        cfg = to_run_config(composed)
+        study = study_module(cfg.study.name)
+        execute(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), study.run)
     except TrainingInterrupted as err:
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
@@ -44,4 +44,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if errors := renamed_key_errors(sys.argv[1:]):
+        print("error: " + "\n       ".join(errors), file=sys.stderr)
+        sys.exit(2)
     main()

@@ -36,10 +36,11 @@ def as_token_matrix(a: jax.Array) -> jax.Array:
 
 
 def activation_stable_rank(
-    a: jax.Array, *, key: jax.Array | None = None, iters: int = 30, tol: float = 1e-4
+    a: jax.Array, *, key: jax.Array | None = None, max_iters: int = 30, tol: float = 1e-4
 ) -> jax.Array:
-    """st(A) = ‖A‖_F² / ‖A‖₂² of the token matrix of `a` (..., d), by block power iteration."""
-    return stable_rank(as_token_matrix(a), method="power", key=key, iters=iters, tol=tol)
+    """st(A) = ‖A‖_F² / ‖A‖₂² of the token matrix of `a` (..., d), by block power iteration
+    (at most `max_iters` iterations, relative tolerance `tol`)."""
+    return stable_rank(as_token_matrix(a), method="power", key=key, max_iters=max_iters, tol=tol)
 
 
 def indicator_stable_rank(tokens: jax.Array, num_classes: int) -> jax.Array:

@@ -14,8 +14,8 @@ import specjax as sj
 
 
 @functools.cache
-def jitted_soft(method: str = "newton_schulz", steps: int | None = None):
-    return jax.jit(functools.partial(sj.soft_spectral_clip, method=method, steps=steps))
+def jitted_soft(method: str = "newton_schulz", iters: int | None = None):
+    return jax.jit(functools.partial(sj.soft_spectral_clip, method=method, iters=iters))
 
 
 hard = jax.jit(sj.hard_spectral_clip)
@@ -54,10 +54,10 @@ def _relative_sigma_error(out, x, c) -> float:
     return float(np.max(np.abs(svals(out) - exact) / exact))
 
 
-def test_soft_clip_error_vs_steps_and_large_ratio_regime():
+def test_soft_clip_error_vs_iters_and_large_ratio_regime():
     """Hard regime: σ_max/c = 100 and 1000 with σ spread down to c/10.
 
-    Fixed few steps under-converge the small σ (shrinking them, never exceeding c); the
+    Fixed few iterations under-converge the small σ (shrinking them, never exceeding c); the
     default adaptive mode converges, down to the float32 floor of the Gram route,
     relative error ≈ ε·‖X‖_F²/c² on the smallest σ (documented in clip.py).
     """
@@ -71,13 +71,13 @@ def test_soft_clip_error_vs_steps_and_large_ratio_regime():
         }
         adaptive = _relative_sigma_error(jitted_soft()(xj, c), x, c)
         assert errors[5] > errors[10] > adaptive, (top, errors, adaptive)
-        assert errors[10] > 0.5, (top, errors)  # 10 steps are not enough here: documented
+        assert errors[10] > 0.5, (top, errors)  # 10 iterations are not enough here: documented
         assert adaptive < adaptive_bound, (top, adaptive)
         for k in (5, 10):  # under-convergence only shrinks
             assert svals(jitted_soft("newton_schulz", k)(xj, c)).max() <= c * (1 + 1e-5)
 
 
-def test_soft_clip_few_steps_suffice_when_well_conditioned():
+def test_soft_clip_few_iters_suffice_when_well_conditioned():
     x = spectrum_matrix("gaussian", 24, 16)
     err = _relative_sigma_error(
         jitted_soft("newton_schulz", 15)(jnp.asarray(x, jnp.float32), 0.01), x, 0.01

@@ -80,7 +80,7 @@ def test_spectral_norm_lanczos_vs_float64_at_tol_1e3(case):
 
 
 def test_spectral_norm_lanczos_beats_power_at_equal_matvecs():
-    # 12 Lanczos steps vs 12 single-vector power steps (same number of products with x̂)
+    # 12 Lanczos iterations vs 12 single-vector power iterations (same number of products with x̂)
     x = jnp.asarray(np.random.default_rng(4).standard_normal((160, 160)), jnp.float32)
     exact = svals(x)[0]
     lanczos = float(sj.spectral_norm(x, tol=0.0, max_iters=12, method="lanczos"))
@@ -127,8 +127,7 @@ def test_randomized_svd_power_iterations_help():
     errors = [
         np.max(
             np.abs(
-                np.asarray(sj.randomized_svd(x, 8, oversample=4, power_iters=q, key=KEY)[1])
-                - sigma[:8]
+                np.asarray(sj.randomized_svd(x, 8, oversample=4, iters=q, key=KEY)[1]) - sigma[:8]
             )
             / sigma[:8]
         )

@@ -1,4 +1,4 @@
-"""Polar factor: coefficient tables, error against float64 SVD as a function of steps,
+"""Polar factor: coefficient tables, error against float64 SVD as a function of iterations,
 orthogonality properties, optax agreement, degenerate inputs."""
 
 import functools
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import specjax as sj
 from specjax.linalg import MUON_QUINTIC, newton_schulz, polar_express_coefficients
 
-# Published 5-step Polar Express table (safety 2e-2) from the authors' code as used in
+# Published 5-iteration Polar Express table (safety 2e-2) from the authors' code as used in
 # modded-nanogpt; our Remez derivation must reproduce it. Update only if the published
 # table changes.
 PUBLISHED_POLAR_EXPRESS_5 = (
@@ -27,8 +27,8 @@ PUBLISHED_POLAR_EXPRESS_5 = (
 
 
 @functools.cache
-def jitted_polar(method: str, steps: int | None):
-    return jax.jit(functools.partial(sj.polar, method=method, steps=steps))
+def jitted_polar(method: str, iters: int | None):
+    return jax.jit(functools.partial(sj.polar, method=method, iters=iters))
 
 
 def exact_polar(x) -> np.ndarray:
@@ -46,7 +46,7 @@ def test_polar_express_table_reproduces_published_coefficients():
 
 
 def test_polar_express_table_converges_to_newton_schulz_limit():
-    # Late steps, once [l, u] has shrunk onto 1, approach (15, -10, 3)/8.
+    # Late iterations, once [l, u] has shrunk onto 1, approach (15, -10, 3)/8.
     table = polar_express_coefficients(12)
     np.testing.assert_allclose(table[-1], (15 / 8, -10 / 8, 3 / 8), rtol=1e-3)
 
@@ -59,15 +59,15 @@ def test_accurate_methods_match_float64_svd(method, kind):
     np.testing.assert_allclose(np.asarray(out), exact_polar(x), atol=2e-4)
 
 
-def test_error_decreases_with_steps():
-    """σ-error of the polar factor vs steps on σ ∈ [1e-2, 1] (condition number 100)."""
+def test_error_decreases_with_iters():
+    """σ-error of the polar factor vs iterations on σ ∈ [1e-2, 1] (condition number 100)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(with_spectrum(rng, 32, 16, np.geomspace(1.0, 1e-2, 16)), jnp.float32)
     pe_errors = [np.max(np.abs(svals(jitted_polar("polar_express", k)(x)) - 1)) for k in (3, 5, 8)]
     ns_errors = [np.max(np.abs(svals(jitted_polar("newton_schulz", k)(x)) - 1)) for k in (3, 5, 8)]
     assert pe_errors[0] > pe_errors[1] > pe_errors[2], pe_errors
-    assert pe_errors[2] < 1e-3, pe_errors  # documented accuracy of the default 8 steps
-    # Muon's quintic never converges to 1: a band of roughly ±0.3 after 5 steps
+    assert pe_errors[2] < 1e-3, pe_errors  # documented accuracy of the default 8 iterations
+    # Muon's quintic never converges to 1: a band of roughly ±0.3 after 5 iterations
     assert 0.1 < ns_errors[1] < 0.35 and ns_errors[2] < 0.35, ns_errors
 
 
@@ -95,6 +95,35 @@ def test_newton_schulz_band_and_matches_optax():
     assert 0.6 < s.min() and s.max() < 1.25, s
     theirs = orthogonalize_via_newton_schulz(x, jnp.asarray(MUON_QUINTIC), ns_steps=5)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=2e-4)
+
+
+# The band claim in `polar`'s docstring (and docs/notes/linalg.md): with the default 5 Muon
+# quintic iterations in float32, every σ ≥ NS_BAND_FROM·‖x‖_F ends in NS_BAND, while
+# σ = 1e-3·‖x‖_F ends at ≈ NS_AT_1E_3. Change these together with the documentation.
+NS_BAND = (0.68, 1.21)
+NS_BAND_FROM = 2e-3
+NS_AT_1E_3 = 0.47
+NS_CLAIM = "[0.68, 1.21] for σ ≥ 2e-3‖x‖_F"
+
+
+def _newton_schulz_output_sigma(ratios: np.ndarray) -> np.ndarray:
+    """Output singular value of each σ/‖x‖_F in `ratios`, via diag(r, √(1 − r²)) (‖x‖_F = 1)."""
+    d = np.stack([ratios, np.sqrt(np.maximum(0.0, 1 - ratios**2))], -1).astype(np.float32)
+    x = jnp.asarray(d[:, :, None] * np.eye(2, dtype=np.float32))
+    return np.asarray(jitted_polar("newton_schulz", None)(x), np.float64)[:, 0, 0]
+
+
+def test_newton_schulz_band_matches_documented_claim():
+    assert NS_CLAIM in " ".join(sj.polar.__doc__.split())
+    ratios = np.geomspace(NS_BAND_FROM, 1.0, 4001)
+    out = _newton_schulz_output_sigma(ratios)
+    lo, hi = NS_BAND
+    outside = ratios[(out < lo) | (out > hi)]
+    assert outside.size == 0, (outside[:5], out.min(), out.max())
+    # The claim's threshold is not loose by a decade: σ = 1e-3‖x‖_F is well below the band.
+    (at_1e_3,) = _newton_schulz_output_sigma(np.array([1e-3]))
+    assert at_1e_3 < lo, at_1e_3
+    np.testing.assert_allclose(at_1e_3, NS_AT_1E_3, atol=0.01)
 
 
 def test_newton_schulz_accepts_any_table_and_traced_table():

@@ -1,17 +1,15 @@
 """Tiny end-to-end runs of every nanogpt experiment, with spectra logged, then sampling."""
 
 import json
-import pathlib
 
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 
-from experiments.runtime.launch import execute
-from experiments.schema import register_schemas
+from experiments.config import compose
+from tests._runs import run_experiment
 
-CONFIGS = str(pathlib.Path(__file__).resolve().parent.parent / "configs")
 EXPS = ["nanogpt_adamw", "nanogpt_muon", "nanogpt_spectra", "nanogpt_gated"]
 TINY = [
     "data=stdlib_source", "model.num_layers=1", "model.width=16", "model.num_heads=2",
@@ -23,9 +21,7 @@ TINY = [
 
 
 def compose_exp(name, overrides=()):
-    register_schemas()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("config", overrides=[f"+exp={name}", "trainer.progress=off", *overrides])
+    return compose([f"+exp={name}", "trainer.progress=off", *overrides])
 
 
 def test_default_configs_follow_the_nanogpt_recipe():
@@ -40,8 +36,7 @@ def test_default_configs_follow_the_nanogpt_recipe():
 
 @pytest.mark.parametrize("name", EXPS)
 def test_tiny_run_end_to_end_with_spectra(name, tmp_path):
-    cfg = compose_exp(name, TINY)
-    summary = execute(cfg, tmp_path, TINY)
+    summary = run_experiment(tmp_path, [f"+exp={name}", "trainer.progress=off", *TINY])
     assert np.isfinite(summary["val_loss"]) and np.isfinite(summary["val_loss_full"])
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
     spectra = pd.read_parquet(tmp_path / "spectra")
@@ -86,9 +81,14 @@ def test_sample_needs_a_run_dir(tmp_path):
         main([str(tmp_path)])
 
 
-def test_unknown_study_key_is_rejected(tmp_path):
-    from experiments.studies.nanogpt import options
+def test_unknown_study_key_and_bad_value_are_rejected():
+    with pytest.raises(ConfigCompositionException, match="batchsize"):
+        compose_exp("nanogpt_adamw", ["study.batchsize=3"])
+    with pytest.raises(ValueError, match=r"study.eval_batches must be a positive int, got 0"):
+        compose_exp("nanogpt_adamw", ["study.eval_batches=0"])
 
-    cfg = compose_exp("nanogpt_adamw", ["+study.batchsize=3"])
-    with pytest.raises(ValueError, match="batchsize"):
-        options(cfg)
+
+def test_only_the_gated_run_passes_activation_stable_ranks():
+    needs = {name: compose_exp(name).optim.needs_activation_stable_ranks for name in EXPS}
+    assert needs == {"nanogpt_adamw": False, "nanogpt_muon": False, "nanogpt_spectra": False,
+                     "nanogpt_gated": True}  # fmt: skip

@@ -4,13 +4,11 @@ import os
 import pathlib
 
 import nbformat
-from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
 
-from experiments.runtime.launch import execute
-from experiments.schema import register_schemas
+from experiments.config import compose
+from tests._runs import run_experiment
 
-CONFIGS = str(pathlib.Path(__file__).resolve().parent.parent / "configs")
 TINY = [
     "data=stdlib_source", "model.num_layers=1", "model.width=16", "model.num_heads=2",
     "model.context_length=8", "study.batch_size=4", "study.eval_batches=2",
@@ -21,9 +19,7 @@ NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "spect
 
 
 def compose_exp(name, overrides=()):
-    register_schemas()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("config", overrides=[f"+exp={name}", "trainer.progress=off", *overrides])
+    return compose([f"+exp={name}", "trainer.progress=off", *overrides])
 
 
 def test_notebook_is_stored_without_outputs():
@@ -36,7 +32,8 @@ def test_notebook_is_stored_without_outputs():
 def test_notebook_executes_on_tiny_runs(tmp_path, monkeypatch):
     for name, seed in (("nanogpt_adamw", 0), ("nanogpt_muon", 0)):
         overrides = [*TINY, f"seed={seed}"]
-        execute(compose_exp(name, overrides), tmp_path / f"{name}_{seed}", overrides)
+        run_experiment(tmp_path / f"{name}_{seed}", [f"+exp={name}", "trainer.progress=off",
+                                                      *overrides])  # fmt: skip
     nb = nbformat.read(NOTEBOOK, as_version=4)
     monkeypatch.setenv("SPECJAX_RUN_DIRS", str(tmp_path))
     root = str(NOTEBOOK.parent.parent)

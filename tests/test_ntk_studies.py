@@ -1,21 +1,22 @@
-"""Tiny end-to-end runs of the NTK studies (+exp=ntk_rank/ntk_width/ntk_sketch), their data."""
+"""Tiny end-to-end runs of the NTK studies (+exp=ntk_rank/ntk_width/ntk_sketch), their configs
+and their data."""
 
+import importlib
 import json
-import pathlib
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 
+from experiments import rundir
+from experiments.config import compose
+from experiments.runtime.context import RunContext
 from experiments.runtime.launch import execute
-from experiments.schema import register_schemas
 from experiments.studies import _ntk_data as ntk_data
 from experiments.studies import _ntk_models as ntk_models
 
-CONFIGS = str(pathlib.Path(__file__).resolve().parent.parent / "configs")
-
+STUDIES = ["ntk_rank", "ntk_width", "ntk_sketch"]
 TINY = {
     # depth 8 = the smallest CIFAR ResNet (one block per stage): compile time dominates here.
     "ntk_rank": ["study.models=[{model:mlp,width:8},{model:resnet,width:2}]", "study.ns=[6,9,12]",
@@ -29,31 +30,28 @@ TINY = {
 
 
 def compose_exp(name, overrides=()):
-    register_schemas()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("config", overrides=[f"+exp={name}", "trainer.progress=off", *overrides])
+    return compose([f"+exp={name}", "trainer.progress=off", *overrides])
 
 
-@pytest.mark.parametrize("name", ["ntk_rank", "ntk_width", "ntk_sketch"])
+@pytest.mark.parametrize("name", STUDIES)
 def test_default_config_composes(name):
     cfg = compose_exp(name)
     assert cfg.study.name == name and cfg.exp_name == name
 
 
-@pytest.mark.parametrize("name", ["ntk_rank", "ntk_width", "ntk_sketch"])
+@pytest.mark.parametrize("name", STUDIES)
 def test_tiny_run_end_to_end(name, tmp_path):
-    import importlib
-
+    module = importlib.import_module(f"experiments.studies.{name}")
     cfg = compose_exp(name, TINY[name])
-    summary = execute(cfg, tmp_path, TINY[name])
+    summary = execute(cfg, tmp_path / "run", TINY[name], module.run)
     assert summary and all(isinstance(v, float) for v in summary.values())
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
-    table = pd.read_parquet(tmp_path / "tables" / f"{name}.parquet")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+    table = rundir.read_table(tmp_path / "run", name)
     column = "r_hat" if name == "ntk_sketch" else "r_eff"
     assert len(table) > 0 and np.isfinite(table[column]).all() and (table[column] >= 0.99).all()
-    figures = importlib.import_module(f"experiments.studies.{name}").plot(
-        [tmp_path], tmp_path / "fig"
-    )
+    if name == "ntk_sketch":
+        assert len(rundir.read_table(tmp_path / "run", module.LARGE_TABLE)) == 1
+    figures = module.plot([tmp_path / "run"], tmp_path / "fig")
     assert figures and all(f.exists() and f.stat().st_size > 0 for f in figures)
 
 
@@ -66,10 +64,55 @@ def test_rank_study_slope_interval_contains_mean():
     assert fit["slope_ci_low"] < 0.5 and fit["slope_ci_high"] > 0.7
 
 
-def test_bad_study_config_raises_before_compute(tmp_path):
-    cfg = compose_exp("ntk_rank", ["study.datasets=[mnist]"])
-    with pytest.raises(ValueError, match=r"study\.datasets"):
-        execute(cfg, tmp_path)
+@pytest.mark.parametrize(
+    ("name", "override", "message"),
+    [
+        ("ntk_rank", "study.datasets=[mnist]", r"study\.datasets\[0\] .*'mnist'"),
+        ("ntk_rank", "study.ns=[2,10]", r"study\.ns\[0\] must be ≥ 3"),
+        ("ntk_rank", "study.models=[{model:cnn,width:8}]", r"study\.models\[0\]\.model .*'cnn'"),
+        ("ntk_rank", "study.depth=9", r"study\.depth must be 6k \+ 2.*got 9"),
+        ("ntk_rank", "study.ns=[10,2000]", r"max\(study\.ns\) must be ≤ 1797"),
+        ("ntk_width", "study.seeds=1", r"study\.seeds must be ≥ 2"),
+        ("ntk_width", "study.widths=[8,0,16]", r"study\.widths\[1\] must be a positive int"),
+        ("ntk_sketch", "study.num_sketches=1", r"study\.num_sketches must be ≥ 2"),
+        ("ntk_sketch", "study.output=probe", r"study\.output must be one of"),
+        ("ntk_sketch", "study.large.output=logit", r"study\.large\.num_probes must be 1"),
+    ],
+)
+def test_bad_study_config_raises_before_compute(name, override, message):
+    with pytest.raises(ValueError, match=message):
+        compose_exp(name, [override])
+
+
+@pytest.mark.parametrize(
+    "override", ["study.seed=1", "study.large.widht=8", "study.seeds=abc", "study.n=[1,2]"]
+)
+def test_unknown_key_or_wrong_type_fails_at_composition(override):
+    name = "ntk_sketch" if "large" in override else "ntk_width"
+    with pytest.raises(ConfigCompositionException):
+        compose_exp(name, [override])
+
+
+def test_large_sketch_config_can_be_disabled():
+    assert compose_exp("ntk_sketch", ["study.large.enabled=false"]).study.large.enabled is False
+
+
+def test_sketch_sub_seeds_are_distinct_where_the_old_rule_collided(tmp_path):
+    ctx = RunContext(tmp_path / "run", compose_exp("ntk_sketch"))
+    fold_in = jax.random.fold_in
+
+    def same(a, b):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+
+    # ntk_rank / ntk_width keys are unchanged by the move to ctx.key(stream, seed).
+    assert same(ctx.key("init", 2), fold_in(ctx.key("init"), 2))
+    assert same(ctx.key("data", 1), fold_in(ctx.key("data"), 1))
+    # The old sketch rule fold_in(fold_in(key, s·131 + r), rep) collided at (1, 0) vs (0, 131).
+    old = lambda s, r, rep: fold_in(fold_in(ctx.key("sketch"), s * 131 + r), rep)  # noqa: E731
+    assert same(old(1, 0, 0), old(0, 131, 0))
+    grid = [(1, 0, 0), (0, 131, 0), (0, 0, 1), (1, 0, 1), (128, 4, 0), (0, 128 * 131 + 4, 0)]
+    keys = {tuple(np.asarray(ctx.key("sketch", s, r, rep)).tolist()) for s, r, rep in grid}
+    assert len(keys) == len(grid)
 
 
 def test_cifar10_offline_gives_clear_message(tmp_path):
@@ -79,6 +122,9 @@ def test_cifar10_offline_gives_clear_message(tmp_path):
     bad.write_bytes(b"not the archive")
     with pytest.raises(ntk_data.DatasetUnavailable, match="expected c58f"):
         ntk_data.cifar10_archive(tmp_path)
+    study = compose_exp("ntk_width", [f"study.cifar.data_dir={tmp_path / 'none'}"]).study
+    with pytest.raises(ntk_data.DatasetUnavailable, match=r"CIFAR-10 not found"):
+        study.check_data_files(["digits", "cifar10"])
 
 
 def test_data_is_deterministic_and_digits_offline():

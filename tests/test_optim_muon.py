@@ -121,8 +121,8 @@ def test_label_fn_leaving_a_parameter_unassigned_is_rejected_at_init():
 def test_muon_with_schedule_and_inject_hyperparams():
     params = gpt_like_params()
     sched = optax.linear_schedule(0.0, 0.02, 5)
-    # steps and eps size the unrolled Newton–Schulz loop: they must stay static.
-    tx = optax.inject_hyperparams(so.muon, static_args=("steps", "eps"))(learning_rate=sched)
+    # iters and eps size the unrolled Newton–Schulz loop: they must stay static.
+    tx = optax.inject_hyperparams(so.muon, static_args=("iters", "eps"))(learning_rate=sched)
     state = tx.init(params)
     u, state = jax.jit(tx.update)(random_grads(params, 0), state, params)
     assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))  # lr(0) = 0

@@ -11,21 +11,15 @@ import time
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from experiments.runtime.launch import execute
-from experiments.schema import register_schemas
-from specjax.runs import load_run
+from experiments.rundir import load_run
+from tests._runs import run_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-register_schemas()
 
 
 def run_in_process(run_dir, *overrides):
-    overrides = ["+exp=quickstart", "trainer.progress=off", *overrides]
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return execute(cfg, run_dir, overrides)
+    return run_experiment(run_dir, ["+exp=quickstart", "trainer.progress=off", *overrides])
 
 
 def launch(run_dir, *overrides, env=None):
@@ -79,10 +73,17 @@ def test_sigterm_saves_then_resume_matches_uninterrupted(tmp_path):
 def test_exit_codes_of_the_entry_point(tmp_path):
     bad = launch(tmp_path / "bad", "optim.lr=-1")
     nan = launch(tmp_path / "nan", "study.nan_at_step=7", "trainer.max_steps=20")
+    renamed = launch(tmp_path / "renamed", "optim=muon", "optim.steps=3")
     _, bad_err = bad.communicate(timeout=120)
     _, nan_err = nan.communicate(timeout=120)
-    assert bad.returncode == 2 and "error: optim.lr must be a positive number, got -1.0" in bad_err
+    _, renamed_err = renamed.communicate(timeout=120)
+    assert bad.returncode == 2, bad_err[-2000:]
+    assert "error: optim.lr must be a finite number in (0.0, inf), got -1.0" in bad_err
+    # rejected before the run record is written (Hydra itself has made the directory)
+    assert not (tmp_path / "bad" / "record.json").exists()
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+    assert renamed.returncode == 2 and "Traceback" not in renamed_err
+    assert "optim.steps was renamed to optim.iters" in renamed_err, renamed_err[-2000:]
     assert nan.returncode == 1 and "non-finite loss=nan at step 7" in nan_err, nan_err[-2000:]
 
 
@@ -101,18 +102,12 @@ def test_missing_data_file_exits_2_with_where_it_looked(tmp_path):
 
 
 EIGHT_DEVICES = """
-import json, sys
-from hydra import compose, initialize_config_dir
-from experiments.schema import register_schemas
-from experiments.runtime.launch import execute
+import sys
 import jax
+from tests._runs import run_experiment
 assert jax.device_count() == 8, jax.devices()
-register_schemas()
-overrides = ["+exp=quickstart", "trainer.progress=off", "trainer.max_steps=30",
-             "trainer.log_every=1"]
-with initialize_config_dir(sys.argv[2], version_base="1.3"):
-    cfg = compose("config", overrides=overrides)
-execute(cfg, sys.argv[1], overrides)
+run_experiment(sys.argv[1], ["+exp=quickstart", "trainer.progress=off", "trainer.max_steps=30",
+                             "trainer.log_every=1"])
 """
 
 
@@ -123,7 +118,7 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
         "JAX_PLATFORMS": "cpu",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", EIGHT_DEVICES, str(tmp_path / "eight"), str(ROOT / "configs")],
+        [sys.executable, "-c", EIGHT_DEVICES, str(tmp_path / "eight")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

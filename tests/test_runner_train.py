@@ -8,26 +8,19 @@ import shutil
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from hydra import compose, initialize_config_dir
 
 from experiments.plot import plot_runs
-from experiments.runtime.launch import execute
+from experiments.rundir import load_run, load_runs
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
-from experiments.schema import register_schemas
-from specjax.runs import load_run, load_runs
+from tests._runs import run_experiment
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-register_schemas()
 FAST = ["trainer.max_steps=40", "trainer.log_every=5", "trainer.eval_every=10",
         "trainer.ckpt_every=10", "trainer.spectra_every=20", "trainer.progress=off",
         "trainer.async_checkpointing=false"]  # fmt: skip
 
 
 def run(run_dir, *overrides):
-    overrides = ["+exp=quickstart", *FAST, *overrides]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return execute(cfg, run_dir, overrides)
+    return run_experiment(run_dir, ["+exp=quickstart", *FAST, *overrides])
 
 
 def final_state(run_dir, step):
@@ -149,9 +142,9 @@ def test_failing_logger_warns_once_and_training_goes_on(tmp_path, monkeypatch, c
 
 
 def test_logger_failing_mid_run_warns_once(tmp_path, monkeypatch, capfd):
-    from experiments.runtime import loggers
+    from experiments.runtime import wandb_mirror
 
-    class Flaky(loggers.RemoteLogger):
+    class Flaky:  # starts fine, then fails on its first metrics line
         def __init__(self, *args):
             self.calls = 0
 
@@ -159,7 +152,11 @@ def test_logger_failing_mid_run_warns_once(tmp_path, monkeypatch, capfd):
             self.calls += 1
             raise RuntimeError("quota exceeded")
 
-    monkeypatch.setattr(loggers, "WandbLogger", Flaky)
+        def log_spectra(self, step, rows): ...
+
+        def finish(self, exit_code=0): ...
+
+    monkeypatch.setattr(wandb_mirror, "WandbMirror", Flaky)
     monkeypatch.setenv("WANDB_MODE", "offline")
     run(tmp_path, "logger=wandb")
     err = capfd.readouterr().err

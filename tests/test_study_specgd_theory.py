@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.studies._specgd import models, one_step, steps
+from experiments.studies._specgd import one_step, problems, steps
 
 
 def _np_problem(key, **kw):
-    p = models.random_feature_problem(key, **kw)
+    p = problems.random_feature_problem(key, **kw)
     return np.asarray(p.A_kxn), np.asarray(p.Y_mxn)
 
 
@@ -43,7 +43,7 @@ def test_relu_features_stable_rank_tends_to_pi():
     large = _np_stable_rank(A)
     assert abs(large - math.pi) < 0.05, f"st(ReLU features) = {large}, expected π ± 0.05"
     assert math.pi - large < math.pi - max(small), (small, large)
-    assert models.spike_limit("relu") == pytest.approx(math.pi)
+    assert problems.spike_limit("relu") == pytest.approx(math.pi)
 
 
 def test_squared_relu_features_stable_rank_below_six():
@@ -63,7 +63,7 @@ def test_squared_relu_features_stable_rank_below_six():
         }
     assert all(r < 6.0 for r in ranks.values()), ranks
     assert 6.0 - ranks[600] < 0.3, ranks
-    assert models.spike_limit("relu_square") == 6.0
+    assert problems.spike_limit("relu_square") == 6.0
 
 
 def test_swiglu_features_have_no_spike():
@@ -88,7 +88,7 @@ def _numpy_steps(W, A, Y):
 @pytest.mark.parametrize("feature", ["relu", "swiglu"])
 def test_steps_match_numpy_reference(feature):
     with jax.enable_x64(True):
-        p = models.random_feature_problem(
+        p = problems.random_feature_problem(
             jax.random.PRNGKey(3), width=12, input_dim=6, num_samples=30, feature=feature
         )
         W = jax.random.normal(jax.random.PRNGKey(4), (12, 12), jnp.float64) * 0.3
@@ -115,7 +115,7 @@ def test_steps_match_numpy_reference(feature):
 
 def test_gd_iterate_matches_trajectory():
     with jax.enable_x64(True):
-        p = models.random_feature_problem(
+        p = problems.random_feature_problem(
             jax.random.PRNGKey(0), width=10, input_dim=5, num_samples=20
         )
         L = steps.smoothness(p.A_kxn)
@@ -133,7 +133,7 @@ def test_nuclear_rank_at_zero_init_is_order_one_then_jumps():
     nr0, nr1 = {}, {}
     with jax.enable_x64(True):
         for k in (64, 256):
-            p = models.random_feature_problem(
+            p = problems.random_feature_problem(
                 jax.random.PRNGKey(1), width=k, input_dim=k // 2, num_samples=2 * k
             )
             L = steps.smoothness(p.A_kxn)
@@ -162,7 +162,7 @@ def test_one_step_implication_and_bracket_on_random_instances():
     with jax.enable_x64(True):
         for index, (feature, target) in enumerate(FAMILIES):
             for seed in range(4):
-                p = models.random_feature_problem(
+                p = problems.random_feature_problem(
                     jax.random.PRNGKey(100 * index + seed),
                     width=16,
                     input_dim=8,
@@ -188,7 +188,7 @@ def test_one_step_implication_and_bracket_on_random_instances():
 
 def test_one_step_numbers_match_numpy():
     with jax.enable_x64(True):
-        p = models.random_feature_problem(
+        p = problems.random_feature_problem(
             jax.random.PRNGKey(5), width=9, input_dim=4, num_samples=25
         )
         W = jnp.full((9, 9), 0.1)
@@ -210,10 +210,13 @@ def test_one_step_numbers_match_numpy():
 def test_bad_inputs_raise_value_errors():
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="feature"):
-        models.random_feature_problem(key, width=4, input_dim=2, num_samples=8, feature="gelu")
+        problems.random_feature_problem(key, width=4, input_dim=2, num_samples=8, feature="gelu")
     with pytest.raises(ValueError, match="target"):
-        models.random_feature_problem(key, width=4, input_dim=2, num_samples=8, target="noisy")
+        problems.random_feature_problem(key, width=4, input_dim=2, num_samples=8, target="noisy")
     with pytest.raises(ValueError, match="width"):
-        models.random_feature_problem(key, width=0, input_dim=2, num_samples=8)
-    with pytest.raises(ValueError, match="method"):
-        steps.check_method("adam")
+        problems.random_feature_problem(key, width=0, input_dim=2, num_samples=8)
+    with jax.enable_x64(True):
+        p = problems.random_feature_problem(key, width=4, input_dim=2, num_samples=8)
+        L, W = steps.smoothness(p.A_kxn), jnp.zeros((4, 4))
+        with pytest.raises(ValueError, match="method"):
+            steps.trajectory(W, p, L, method="adam", num_steps=1)

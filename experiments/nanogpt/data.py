@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.config import check_choice
+
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
@@ -40,7 +42,7 @@ STDLIB_MODULES = (
     "optparse", "pickle", "pprint", "random", "shutil", "statistics", "string", "textwrap",
     "threading", "tokenize", "trace",
 )  # fmt: skip
-DATASETS = ("shakespeare_char", "stdlib_source")
+CORPORA = ("shakespeare_char", "stdlib_source")
 VALIDATION_SEED = 1729  # the fixed validation batches never depend on the run's seed
 
 
@@ -155,6 +157,38 @@ def split_corpus(name: str, text: str, source: str, train_fraction: float = 0.9)
     )
 
 
+@dataclasses.dataclass
+class CharDataConfig:
+    """Which character corpus to train on (`data=shakespeare_char` etc.; see module docstring)."""
+
+    name: str = "shakespeare_char"  # shakespeare_char | stdlib_source
+    path: str | None = None  # an explicit file; a missing file is an error, never a fallback
+    fallback: str | None = None  # null | stdlib_source: the corpus to use when none is found
+    download: bool = True
+    train_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "data.name", CORPORA)
+        check_choice(self.fallback, "data.fallback", (None, "stdlib_source"))
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1), got {self.train_fraction!r}")
+
+    def load(self) -> CharCorpus:
+        return load_corpus(self.name, self.path, self.fallback, self.download, self.train_fraction)
+
+
+DATASETS = {
+    # Tiny Shakespeare (1,115,394 chars, 65 symbols); a missing file is an error.
+    "shakespeare_char": CharDataConfig(),
+    # The nanogpt experiments' default: Tiny Shakespeare, or with no file and no network the
+    # offline corpus, announced in a banner and recorded in record.json.
+    "shakespeare_char_or_offline": CharDataConfig(fallback="stdlib_source"),
+    # The source text of a fixed list of standard-library modules (≈1 MB, on every Python);
+    # its sha256 depends on the Python version.
+    "stdlib_source": CharDataConfig(name="stdlib_source", download=False),
+}
+
+
 def load_corpus(
     name: str,
     path: str | None = None,
@@ -163,12 +197,7 @@ def load_corpus(
     train_fraction: float = 0.9,
 ) -> CharCorpus:
     """Resolve and split a character corpus; see the module docstring for the search order."""
-    if name not in DATASETS:
-        raise ValueError(f"data.name must be one of {DATASETS}, got {name!r}")
-    if fallback not in (None, "stdlib_source"):
-        raise ValueError(f"data.fallback must be null or 'stdlib_source', got {fallback!r}")
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"data.train_fraction must be in (0, 1), got {train_fraction!r}")
+    CharDataConfig(name, path, fallback, download, train_fraction)  # checks the arguments
     if name == "stdlib_source":
         version = f"python stdlib {sys.version_info.major}.{sys.version_info.minor}"
         return split_corpus(name, stdlib_source_text(), version, train_fraction)

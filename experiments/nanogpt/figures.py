@@ -1,4 +1,4 @@
-"""Figures of the NanoGPT study from run directories (read with `specjax.runs.load_runs`).
+"""Figures of the NanoGPT study from run directories (read with `experiments.rundir.load_run`).
 
 Each function takes the stacked `metrics` or `spectra` DataFrame (a `run` column, and the
 optimizer name in `optim`) and returns a matplotlib Figure; `plot_runs` writes them all.
@@ -109,7 +109,7 @@ def weight_spectral_norms(spectra: pd.DataFrame):
 
 
 def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
-    from specjax.runs import load_run
+    from experiments.rundir import load_run
 
     runs = [load_run(d) for d in run_dirs]
     configs = {str(r.path): r.config for r in runs}

@@ -22,11 +22,15 @@ import jax.numpy as jnp
 ACTIVATIONS = ("gelu", "relu2")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class GPTConfig:
-    """Model hyper-parameters (names follow nanoGPT: n_layer ↔ num_layers, n_embd ↔ width)."""
+    """Model hyper-parameters (nanoGPT's names: n_layer ↔ num_layers, n_embd ↔ width).
 
-    vocab_size: int
+    The defaults are nanoGPT's CPU "baby GPT" for character-level Shakespeare (`model=gpt_baby`,
+    ≈0.8 M parameters); `vocab_size` comes from the data (None until then).
+    """
+
+    vocab_size: int | None = None
     context_length: int = 64
     num_layers: int = 4
     num_heads: int = 4
@@ -37,8 +41,8 @@ class GPTConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "context_length", "num_layers", "num_heads", "width", "mlp_ratio")
-        for name in positive:
+        positive = ("context_length", "num_layers", "num_heads", "width", "mlp_ratio")
+        for name in positive + (("vocab_size",) if self.vocab_size is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{name} must be a positive int, got {value!r}")
@@ -52,6 +56,14 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+MODELS = {
+    "gpt_baby": GPTConfig(),
+    # nanoGPT's shakespeare_char GPU model (≈10.7 M parameters); nanoGPT trains it with
+    # dropout 0.2, batch 64 and lr 1e-3.
+    "gpt_small": GPTConfig(context_length=256, num_layers=6, num_heads=6, width=384, dropout=0.2),
+}
 
 
 def gelu_exact(h: jax.Array) -> jax.Array:

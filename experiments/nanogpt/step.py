@@ -14,15 +14,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.nanogpt import spectra
+from experiments.nanogpt import layers
 from experiments.nanogpt.model import GPT, GPTConfig
 
 # Power iteration settings for st(A) inside the gated step: activations have a dominant
 # direction (the mean token), so a few iterations reach 1e-3 relative accuracy.
-GATED_ST_ITERS = 10
+GATED_ST_MAX_ITERS = 10
 GATED_ST_TOL = 1e-3
 # For logging, tighter.
-LOG_ST_ITERS = 50
+LOG_ST_MAX_ITERS = 50
 LOG_ST_TOL = 1e-5
 
 
@@ -60,11 +60,13 @@ def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key
     (loss, inter), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     extra, act_st = {}, None
     if inter is not None:
-        acts = spectra.named_activations(inter, model.config)
-        iters, tol = (LOG_ST_ITERS, LOG_ST_TOL) if capture else (GATED_ST_ITERS, GATED_ST_TOL)
-        act_st = spectra.activation_stable_ranks(acts, x_BxT, model.config, iters=iters, tol=tol)
+        acts = layers.named_activations(inter, model.config)
+        max_iters, tol = (LOG_ST_MAX_ITERS, LOG_ST_TOL) if capture else (GATED_ST_MAX_ITERS,
+                                                                          GATED_ST_TOL)  # fmt: skip
+        act_st = layers.activation_stable_ranks(acts, x_BxT, model.config, max_iters=max_iters,
+                                                tol=tol)  # fmt: skip
         if tx_needs_st:
-            tree = spectra.stable_rank_tree(params, act_st, model.config)
+            tree = layers.stable_rank_tree(params, act_st, model.config)
             extra["activation_stable_ranks"] = jax.lax.stop_gradient(tree)
     return loss, grads, extra, act_st
 
@@ -122,7 +124,7 @@ def make_spectra_fn(
             model, needs_st, params, x_BxT, y_BxT, key, capture=True
         )
         updates, _ = tx.update(grads, state["opt_state"], params, **extra)
-        stats = spectra.spectra_stats(
+        stats = layers.spectra_stats(
             params, grads, updates, act_st, cfg, key=jax.random.fold_in(key, state["step"]),
             top_k=top_k,
         )  # fmt: skip

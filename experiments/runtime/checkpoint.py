@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state plus a small JSON of run metadata.
 
 Each checkpoint step directory holds two items: `state` (the pytree, `StandardSave`) and
-`meta` (`{"step", "data_position", "seed"}`, `JsonSave`). Saves are atomic (orbax writes to a
+`meta` (`{"step", "seed"}`, `JsonSave`; batches are a function of the step, so the step is
+also the data position). Saves are atomic (orbax writes to a
 temporary directory and renames); restore walks from the newest step down and skips, with a
 warning, any step that fails to restore (half-written or corrupted), moving it aside into
 `checkpoints.corrupt/` so the step can be written again.
@@ -70,16 +71,16 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> bool:
+    def last_saved(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: Any, seed: int) -> bool:
         if step in self.manager.all_steps():
             return False
-        return self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
+        meta = {"step": int(step), "seed": int(seed)}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        return self.manager.save(step, args=args, force=True)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
         """Restore `step` (or the newest restorable one); None when there is nothing to restore."""
@@ -123,3 +124,32 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def restore_for_run(ckpts: Checkpoints, resume: str, target: Any, seed: int):
+    """(state, step) to continue from, or None to start fresh.
+
+    `resume`: "never"; "auto" (this run directory's newest restorable checkpoint); or a path
+    (a run dir, checkpoints dir or step dir), used when this run directory has none yet.
+    """
+    if resume == "never":
+        return None
+    restored = ckpts.restore(target)
+    if restored is None and resume != "auto":
+        directory, step = resolve_checkpoint_path(resume)
+        source = Checkpoints(directory, keep=1, read_only=True)
+        try:
+            restored = source.restore(target, step)
+        finally:
+            source.close()
+        if restored is None:
+            raise ValueError(f"trainer.resume={resume!r}: no checkpoint found in {directory}")
+    if restored is None:
+        return None
+    state, meta = restored
+    if int(meta.get("seed", seed)) != int(seed):
+        raise ValueError(
+            f"checkpoint was written with seed={meta['seed']} but this run has seed={seed}; "
+            "use the same seed, a new run directory, or trainer.resume=never"
+        )
+    return state, int(meta["step"])

@@ -1,134 +1,116 @@
-"""`RunContext`: what a study gets to talk to its run directory, random streams and devices.
+"""`RunContext`: what a study talks to — its config, run directory, random streams and devices.
 
-Contract used by every study (`experiments/studies/*.py`):
-
-    ctx.dir                      pathlib.Path, the run directory (Hydra's output dir)
-    ctx.cfg                      DictConfig, the resolved config
+    ctx.cfg                      the RunConfig object (ctx.cfg.study, ctx.cfg.optim, ...)
+    ctx.dir                      pathlib.Path, the run directory
     ctx.mesh                     1-D `Mesh` with axis "data" over all devices
-    ctx.key(stream)              raw uint32 key fold_in(PRNGKey(cfg.seed), sha256(stream)[:31 bits])
-    ctx.log_metrics(step, m)     one JSON line {"step": step, **m} in metrics.jsonl (+ wandb)
-    ctx.log_spectra(step, rows)  rows → spectra/step_<step>.parquet with a "step" column (+ wandb)
-    ctx.log_table(name, rows)    rows → tables/<name>.parquet, appending (+ wandb table)
+    ctx.key(stream, *index)      fold_in(stream key, index) for each index: the one sub-seed rule
+    ctx.log_metrics(step, m)     a line of metrics.jsonl (+ wandb)
+    ctx.log_spectra(step, rows)  spectra/step_<k>.parquet (+ wandb)
+    ctx.log_table(name, rows)    tables/<name>.parquet, appended (+ wandb)
     ctx.record_dataset(name, size, sha256, **extra)   dataset identity → record.json
     ctx.progress(total, desc)    context manager with .update(n=1, **postfix)
-    ctx.figure_dir()             <run dir>/figures, created
 
 Only process 0 writes files; other processes' calls are no-ops (multi-host runs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 from jax.sharding import Mesh
-from omegaconf import DictConfig, OmegaConf
 
-from experiments.runtime import loggers, metrics, record, seeds
+from experiments import rundir
+from experiments.config import RunConfig
+from experiments.runtime import provenance, wandb_mirror
 from experiments.runtime.mesh import make_data_mesh
 from experiments.runtime.progress import Progress
 
-METRICS_FILE = "metrics.jsonl"
-SPECTRA_DIR = "spectra"
-TABLES_DIR = "tables"
-FIGURES_DIR = "figures"
-CHECKPOINT_DIR = "checkpoints"
+
+def stream_key(seed: int, stream: str) -> jax.Array:
+    """fold_in(PRNGKey(seed), h(stream)), h = first 31 bits of sha256(stream): stable everywhere.
+
+    A raw uint32 key, so train states holding keys checkpoint with orbax as plain arrays.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"stream name must be a non-empty str, got {stream!r}")
+    digest = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "little") & 0x7FFFFFFF
+    return jax.random.fold_in(jax.random.PRNGKey(seed), digest)
 
 
 class RunContext:
-    """The run directory, resolved config, device mesh, random streams and loggers of one run."""
+    """The run directory, config, device mesh, random streams and loggers of one run."""
 
-    def __init__(
-        self,
-        run_dir: str | pathlib.Path,
-        cfg: DictConfig,
-        mesh: Mesh | None = None,
-        overrides: Sequence[str] = (),
-        write_record: bool = True,
-    ):
+    def __init__(self, run_dir: str | pathlib.Path, cfg: RunConfig, overrides: Sequence[str] = (),
+                 mesh: Mesh | None = None):  # fmt: skip
         self.dir = pathlib.Path(run_dir).resolve()
         self.cfg = cfg
         self.mesh = mesh if mesh is not None else make_data_mesh()
         self.is_writer = jax.process_index() == 0
+        self._mirrors: list[wandb_mirror.GuardedMirror] = []
         if self.is_writer:
             self.dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = metrics.JsonlWriter(self.dir / METRICS_FILE)
-        self._spectra = metrics.SpectraWriter(self.dir / SPECTRA_DIR)
-        self._remote: list[loggers.GuardedLogger] = []
-        if write_record and self.is_writer:
-            rec = record.write_start_record(self.dir, cfg, list(overrides))
-            logger_cfg = cfg.get("logger") or {}
-            kind = logger_cfg.get("kind", "local")
-            tags = {"git": rec["started"]["git"], "devices": rec["devices"]}
-            plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-            self._remote = loggers.make_remote_loggers(kind, self.dir, plain_cfg, logger_cfg, tags)
+            plain = dataclasses.asdict(cfg)
+            record = rundir.write_record(self.dir, plain, overrides,
+                                         provenance.start_entry(list(overrides)),
+                                         provenance.environment())  # fmt: skip
+            if cfg.logger.kind == "wandb":
+                tags = {"git": record["started"]["git"], "devices": record["devices"]}
+                self._mirrors = wandb_mirror.make_mirrors(self.dir, plain, cfg.logger, tags)
 
-    # --- randomness -----------------------------------------------------------------
-    def key(self, stream: str) -> jax.Array:
-        """Named stream key from `cfg.seed` (stable hash of the name, same in every process)."""
-        return seeds.stream_key(int(self.cfg.seed), stream)
+    def key(self, stream: str, *index: int) -> jax.Array:
+        """The named stream's key, with each `index` folded in (per step, seed, repeat, ...)."""
+        key = stream_key(self.cfg.seed, stream)
+        for i in index:
+            key = jax.random.fold_in(key, i)
+        return key
 
-    # --- local files + remote mirrors -------------------------------------------------
-    def log_metrics(self, step: int, metrics_: Mapping[str, Any]) -> None:
-        """Append {"step": step, **metrics} to metrics.jsonl (arrays → floats/lists); mirror."""
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.is_writer:
             return
-        row = self._metrics.write(step, metrics_)
+        row = rundir.append_metrics(self.dir, step, metrics)
         row.pop("step")
-        for logger in self._remote:
-            logger.log_metrics(int(step), row)
+        for mirror in self._mirrors:
+            mirror.log_metrics(int(step), row)
 
     def log_spectra(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append rows (each gets `step`) to spectra/step_<step>.parquet, mirror remotely."""
         if not self.is_writer or not rows:
             return
-        self._spectra.write(step, rows)
-        plain = [{k: metrics.to_python(v) for k, v in r.items()} for r in rows]
-        for logger in self._remote:
-            logger.log_spectra(int(step), plain)
+        rundir.write_spectra(self.dir, step, rows)
+        for mirror in self._mirrors:
+            mirror.log_spectra(int(step), [rundir.to_python(dict(r)) for r in rows])
 
     def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append rows to tables/<name>.parquet (created on first call), mirror remotely."""
-        if not name or "/" in name:
-            raise ValueError(f"table name must be a non-empty file name, got {name!r}")
         if not self.is_writer or not rows:
             return
-        metrics.write_parquet_rows(self.dir / TABLES_DIR / f"{name}.parquet", rows, append=True)
-        plain = [{k: metrics.to_python(v) for k, v in r.items()} for r in rows]
-        for logger in self._remote:
-            logger.log_table(name, plain)
+        rundir.append_table(self.dir, name, rows)
+        for mirror in self._mirrors:
+            mirror.log_table(name, [rundir.to_python(dict(r)) for r in rows])
 
     def record_dataset(self, name: str, size: int, sha256: str, **extra: Any) -> None:
-        """Record a dataset's identity (name, size, sha256, extras) in record.json."""
         if self.is_writer:
-            entry = {"name": name, "size": int(size), "sha256": sha256}
-            entry.update({k: metrics.to_python(v) for k, v in extra.items()})
-            record.add_dataset(self.dir, entry)
+            rundir.add_dataset(self.dir, {"name": name, "size": int(size), "sha256": sha256,
+                                          **extra})  # fmt: skip
 
     def truncate_after(self, step: int) -> None:
-        """Drop metric lines and spectra files logged after `step` (used on resume)."""
         if self.is_writer:
-            self._metrics.truncate_after(step)
-            self._spectra.truncate_after(step)
+            rundir.truncate_after(self.dir, step)
 
-    # --- helpers ------------------------------------------------------------------------
     def progress(self, total: int, desc: str, initial: int = 0) -> Progress:
-        """Progress context manager: `with ctx.progress(n, "sweep") as p: p.update(1, loss=...)`."""
-        trainer = self.cfg.get("trainer") or {}
-        mode = trainer.get("progress", "auto") if self.is_writer else "off"
+        """`with ctx.progress(n, "sweep") as p: p.update(1, loss=...)`; silent off process 0."""
+        mode = self.cfg.trainer.progress if self.is_writer else "off"
         return Progress(total, desc, mode=mode, initial=initial)
 
     def figure_dir(self) -> pathlib.Path:
-        path = self.dir / FIGURES_DIR
+        path = self.dir / rundir.FIGURES_DIR
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def checkpoint_dir(self) -> pathlib.Path:
-        return self.dir / CHECKPOINT_DIR
-
     def close(self, exit_code: int = 0) -> None:
-        for logger in self._remote:
-            logger.finish(exit_code)
-        self._remote = []
+        for mirror in self._mirrors:
+            mirror.finish(exit_code)
+        self._mirrors = []

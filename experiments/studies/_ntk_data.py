@@ -24,6 +24,7 @@ import numpy as np
 
 DATASETS = ("gaussian", "digits", "cifar10")
 DIGITS_SIZE = 1797
+CIFAR10_SIZE = 50_000  # training images
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published by the dataset's authors
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"

@@ -11,62 +11,55 @@ Tables: tables/ntk_rank.parquet (per n), tables/ntk_rank_fits.parquet (per confi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import jax
 import numpy as np
-import pandas as pd
-from omegaconf import DictConfig
 from scipy import stats
 
-from experiments.studies import _ntk_data as ntk_data
+from experiments.config import RunConfig, check_positive_int
+from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
+from experiments.studies._ntk_config import ModelSpec, NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
-from specjax.ntk import exact_ntk, kernel_moments
+from specjax.ntk import kernel_moments
 
 TABLE = "ntk_rank"
 FITS_TABLE = "ntk_rank_fits"
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"study.{name} must be a positive int, got {value!r}")
-    return value
+@dataclasses.dataclass
+class Config(NTKConfig):
+    """NTK effective rank at init vs n, for every model spec × data set × seed."""
 
-
-def check_common(study: DictConfig) -> None:
-    """Validate the fields shared by the NTK studies before any compute."""
-    for spec in study.models:
-        ntk_models.make_model(spec.model, spec.width, depth=study.get("depth"), norm=study.norm)
-    for name in study.datasets:
-        if name not in ntk_data.DATASETS:
-            raise ValueError(f"study.datasets entries must be in {ntk_data.DATASETS}, got {name!r}")
-        if name == "cifar10":  # fail now, with the explanation, not after an hour of compute
-            ntk_data.cifar10_archive(study.cifar.data_dir, study.cifar.download)
-    _positive_int(study.seeds, "seeds")
-    _positive_int(study.block_size, "block_size")
-    if study.output not in ("trace", "logit"):
-        raise ValueError(f"study.output must be 'trace' or 'logit', got {study.output!r}")
-
-
-def model_and_inputs(study: DictConfig, spec, dataset: str, n: int, init_key, data_key):
-    """(apply_fn, params, x, dataset identity) for one model spec, data set and seed."""
-    cifar = {"data_dir": study.cifar.data_dir, "download": study.cifar.download}
-    x, ident = ntk_data.load(dataset, data_key, n, **(cifar if dataset == "cifar10" else {}))
-    model = ntk_models.make_model(spec.model, spec.width, depth=study.get("depth"), norm=study.norm)
-    params = model.init(init_key, x[:1])
-    return model.apply, params, x, ident
-
-
-def ntk(study: DictConfig, apply_fn, params, x):
-    return exact_ntk(
-        apply_fn,
-        params,
-        x,
-        output=study.output,
-        block_size=study.block_size,
-        cache_bytes=int(study.cache_gb * 2**30),
+    name: str = "ntk_rank"
+    # mlp: width = hidden units (3 hidden layers) | resnet: width = base channels
+    models: list[ModelSpec] = dataclasses.field(
+        default_factory=lambda: [ModelSpec("mlp", 256), ModelSpec("resnet", 16)]
     )
+    # gaussian (8x8x1 i.i.d. N(0,1)) | digits (sklearn, offline) | cifar10 (local file)
+    datasets: list[str] = dataclasses.field(default_factory=lambda: ["gaussian", "digits"])
+    # nested: leading principal submatrices of the n_max kernel; each ≥ 3 (moments need 3)
+    ns: list[int] = dataclasses.field(default_factory=lambda: [100, 250, 500, 1000, 1797])
+    seeds: int = 3  # seeds 0..seeds-1: init ctx.key("init", seed), inputs ctx.key("data", seed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.models:
+            raise ValueError("study.models must be a non-empty list of {model, width}, got []")
+        for i, spec in enumerate(self.models):
+            self.check_model(spec.model, spec.width, f"study.models[{i}].")
+        if not self.datasets:
+            raise ValueError("study.datasets must be a non-empty list, got []")
+        if not self.ns:
+            raise ValueError("study.ns must be a non-empty list of ints ≥ 3, got []")
+        for i, n in enumerate(self.ns):
+            check_positive_int(n, f"study.ns[{i}]")
+            if n < 3:
+                raise ValueError(f"study.ns[{i}] must be ≥ 3 (moments need 3 samples), got {n}")
+        for i, dataset in enumerate(self.datasets):
+            self.check_data(dataset, max(self.ns), f"study.datasets[{i}]", "max(study.ns)")
+        check_positive_int(self.seeds, "study.seeds")
 
 
 def slope_fit(ns: np.ndarray, r_sxn: np.ndarray, level: float = 0.95) -> dict[str, float]:
@@ -86,13 +79,11 @@ def slope_fit(ns: np.ndarray, r_sxn: np.ndarray, level: float = 0.95) -> dict[st
     return {"slope": mean, "slope_ci_low": mean - half, "slope_ci_high": mean + half}
 
 
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     study = cfg.study
-    check_common(study)
-    ns = np.array(sorted(_positive_int(n, "ns[]") for n in study.ns))
+    study.check_data_files(study.datasets)
+    ns = np.array(sorted(study.ns))
     n_max = int(ns[-1])
-    if ns[0] < 3:
-        raise ValueError(f"study.ns must all be ≥ 3 (moments need 3 samples), got {list(ns)}")
     summary: dict[str, float] = {}
     total = len(study.models) * len(study.datasets) * study.seeds
     with ctx.progress(total, "ntk_rank") as bar:
@@ -101,11 +92,10 @@ def run(cfg: DictConfig, ctx) -> dict[str, float]:
                 tag = f"{spec.model}{spec.width}_{dataset}"
                 r_sxn, r_inf_s = [], []
                 for seed in range(study.seeds):
-                    init_key = jax.random.fold_in(ctx.key("init"), seed)
-                    data_key = jax.random.fold_in(ctx.key("data"), seed)
                     apply_fn, params, x, ident = model_and_inputs(
-                        study, spec, dataset, n_max, init_key, data_key
-                    )
+                        study, spec.model, spec.width, dataset, n_max,
+                        ctx.key("init", seed), ctx.key("data", seed),
+                    )  # fmt: skip
                     ctx.record_dataset(**ident, seed=seed, config=tag)
                     k = ntk(study, apply_fn, params, x)
                     full = kernel_moments(k)
@@ -114,7 +104,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, float]:
                         k_n = k[:n, :n]
                         m = kernel_moments(k_n)
                         rows.append(
-                            dict(model=spec.model, width=int(spec.width), dataset=dataset,
+                            dict(model=spec.model, width=spec.width, dataset=dataset,
                                  seed=seed, n=int(n), params=ntk_models.num_params(params),
                                  r_eff=float(kernel_effective_rank(k_n)),
                                  r_inf=float(m.r_inf), r_inf_stderr=float(m.r_inf_stderr),
@@ -126,8 +116,8 @@ def run(cfg: DictConfig, ctx) -> dict[str, float]:
                     bar.update(1, config=tag, r_eff=rows[-1]["r_eff"])
                 fit = slope_fit(ns, np.array(r_sxn))
                 r_nmax = np.array(r_sxn)[:, -1]
-                fit_row = dict(model=spec.model, width=int(spec.width), dataset=dataset,
-                               seeds=int(study.seeds), n_min=int(ns[0]), n_max=n_max,
+                fit_row = dict(model=spec.model, width=spec.width, dataset=dataset,
+                               seeds=study.seeds, n_min=int(ns[0]), n_max=n_max,
                                r_eff_nmax=float(r_nmax.mean()), r_eff_nmax_sd=float(r_nmax.std()),
                                r_inf=float(np.mean(r_inf_s)), **fit)  # fmt: skip
                 ctx.log_table(FITS_TABLE, [fit_row])
@@ -143,8 +133,7 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = [Path(d) / "tables" / f"{TABLE}.parquet" for d in run_dirs]
-    df = pd.concat([pd.read_parquet(t) for t in tables if t.exists()], ignore_index=True)
+    df = read_tables(run_dirs, TABLE)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, ((model, width, dataset), g) in enumerate(df.groupby(["model", "width", "dataset"])):
         agg = g.groupby("n")[["r_eff", "r_pred"]].agg(["mean", "std"]).fillna(0.0)

@@ -13,17 +13,16 @@ Tables: tables/ntk_sketch.parquet (per estimate), tables/ntk_sketch_large.parque
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import jax
 import numpy as np
-import pandas as pd
-from omegaconf import DictConfig
 
+from experiments.config import RunConfig, check_choice, check_positive_int
+from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
-from experiments.studies.ntk_rank import model_and_inputs, ntk
+from experiments.studies._ntk_config import OUTPUTS, NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
 from specjax.ntk import sketched_effective_rank
 
@@ -32,18 +31,75 @@ LARGE_TABLE = "ntk_sketch_large"
 MB = 2**20
 
 
-def _check(study: DictConfig) -> None:
-    ntk_models.make_model(study.model, study.width, depth=study.get("depth"), norm=study.norm)
-    for name in ("sketch_widths", "num_probes"):
-        if not study[name] or any(isinstance(v, bool) or int(v) != v or v < 1 for v in study[name]):
+@dataclasses.dataclass
+class LargeConfig:
+    """One sketch-only configuration, too big for the exact method here (~73 GiB of features).
+
+    It uses the study's depth, norm, block_size and cifar. `enabled: false` skips it (a default
+    instance plus a flag rather than `large: null`: OmegaConf cannot override into a None).
+    """
+
+    enabled: bool = True
+    model: str = "resnet"
+    width: int = 32
+    dataset: str = "digits"
+    n: int = 1797
+    output: str = "trace"  # trace | logit (logit: num_probes must be 1)
+    sketch_width: int = 2048
+    num_probes: int = 2
+    num_sketches: int = 4
+
+
+@dataclasses.dataclass
+class Config(NTKConfig):
+    """Sketched vs exact NTK effective rank of one model on one set of n inputs."""
+
+    name: str = "ntk_sketch"
+    output: str = "trace"  # trace: random output probes matter; logit: probe count fixed to 1
+    block_size: int = 100
+    model: str = "resnet"  # mlp (width = hidden units) | resnet (width = base channels)
+    width: int = 16
+    dataset: str = "digits"  # gaussian | digits | cifar10 (local file)
+    n: int = 300
+    sketch_widths: list[int] = dataclasses.field(default_factory=lambda: [128, 1024, 8192])
+    num_probes: list[int] = dataclasses.field(default_factory=lambda: [1, 4])
+    num_sketches: int = 4  # M ≥ 2; M ≥ 3 gives a jackknife standard error
+    # independent estimates per (s, R), key ctx.key("sketch", s, R, repeat): bias over seeds
+    repeats: int = 3
+    large: LargeConfig = dataclasses.field(default_factory=LargeConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_model(self.model, self.width)
+        self.check_data(self.dataset, self.n, "study.dataset", "study.n")
+        for key in ("sketch_widths", "num_probes"):
+            if not getattr(self, key):
+                raise ValueError(f"study.{key} must be a non-empty list of positive ints, got []")
+            for i, value in enumerate(getattr(self, key)):
+                check_positive_int(value, f"study.{key}[{i}]")
+        _check_num_sketches(self.num_sketches, "study.num_sketches")
+        check_positive_int(self.repeats, "study.repeats")
+        large = self.large
+        self.check_model(large.model, large.width, "study.large.")
+        self.check_data(large.dataset, large.n, "study.large.dataset", "study.large.n")
+        check_choice(large.output, "study.large.output", OUTPUTS)
+        check_positive_int(large.sketch_width, "study.large.sketch_width")
+        check_positive_int(large.num_probes, "study.large.num_probes")
+        if large.output != "trace" and large.num_probes != 1:
             raise ValueError(
-                f"study.{name} must be a non-empty list of ints ≥ 1, got {study[name]}"
+                f"study.large.num_probes must be 1 with study.large.output={large.output!r} "
+                f"(a fixed probe), got {large.num_probes}"
             )
-    if study.num_sketches < 2 or study.repeats < 1:
-        raise ValueError("study.num_sketches must be ≥ 2 and study.repeats ≥ 1")
+        _check_num_sketches(large.num_sketches, "study.large.num_sketches")
 
 
-def _sketch(study, apply_fn, params, x, key, s: int, r: int, m: int, output: str):
+def _check_num_sketches(value, key: str) -> None:
+    check_positive_int(value, key)
+    if value < 2:
+        raise ValueError(f"{key} must be ≥ 2 (independent pairs of sketches), got {value}")
+
+
+def _sketch(study: Config, apply_fn, params, x, key, s: int, r: int, m: int, output: str):
     start = time.perf_counter()
     est = sketched_effective_rank(apply_fn, params, x, key, sketch_width=s, num_probes=r,
                                   num_sketches=m, output=output,
@@ -51,12 +107,11 @@ def _sketch(study, apply_fn, params, x, key, s: int, r: int, m: int, output: str
     return est, time.perf_counter() - start
 
 
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     study = cfg.study
-    _check(study)
-    spec = SimpleNamespace(model=study.model, width=study.width)
+    study.check_data_files([study.dataset, *([study.large.dataset] if study.large.enabled else [])])
     apply_fn, params, x, ident = model_and_inputs(
-        study, spec, study.dataset, study.n, ctx.key("init"), ctx.key("data")
+        study, study.model, study.width, study.dataset, study.n, ctx.key("init"), ctx.key("data")
     )
     ctx.record_dataset(**ident)
     p = ntk_models.num_params(params)
@@ -66,17 +121,16 @@ def run(cfg: DictConfig, ctx) -> dict[str, float]:
     exact_s = time.perf_counter() - start
     exact_mb = (study.n * c * p + study.n**2) * 4 / MB
     summary = {"exact_r_eff": exact, "exact_time_s": exact_s, "exact_memory_mb": exact_mb}
-    grid = [(int(s), int(r)) for s in study.sketch_widths for r in study.num_probes]
+    grid = [(s, r) for s in study.sketch_widths for r in study.num_probes]
     if study.output != "trace":
         grid = [(s, 1) for s in sorted({s for s, _ in grid})]
     with ctx.progress(len(grid) * study.repeats, "ntk_sketch") as bar:
         for s, r in grid:
             rows = []
             for rep in range(study.repeats):
-                key = jax.random.fold_in(jax.random.fold_in(ctx.key("sketch"), s * 131 + r), rep)
-                est, secs = _sketch(study, apply_fn, params, x, key, s, r, study.num_sketches,
-                                    study.output)  # fmt: skip
-                rows.append(dict(sketch_width=s, num_probes=r, repeat=rep, n=int(study.n),
+                est, secs = _sketch(study, apply_fn, params, x, ctx.key("sketch", s, r, rep), s, r,
+                                    study.num_sketches, study.output)  # fmt: skip
+                rows.append(dict(sketch_width=s, num_probes=r, repeat=rep, n=study.n,
                                  params=p, r_hat=est.effective_rank,
                                  stderr=est.effective_rank_stderr, r_exact=exact,
                                  rel_err=abs(est.effective_rank - exact) / exact, time_s=secs,
@@ -91,23 +145,24 @@ def run(cfg: DictConfig, ctx) -> dict[str, float]:
             summary[f"{tag}/bias"] = float(r_hat.mean() - exact)
             if len(r_hat) > 1:
                 summary[f"{tag}/bias_se"] = float(r_hat.std(ddof=1) / np.sqrt(len(r_hat)))
-    if study.get("large"):
-        summary.update(_large(study.large, study, ctx))
+    if study.large.enabled:
+        summary.update(_large(study, ctx))
     return summary
 
 
-def _large(large: DictConfig, study: DictConfig, ctx) -> dict[str, float]:
+def _large(study: Config, ctx: RunContext) -> dict[str, float]:
     """Sketch-only estimate for a configuration whose exact NTK does not fit this machine."""
-    spec = SimpleNamespace(model=large.model, width=large.width)
+    large = study.large
     apply_fn, params, x, ident = model_and_inputs(
-        study, spec, large.dataset, large.n, ctx.key("large_init"), ctx.key("large_data")
-    )
+        study, large.model, large.width, large.dataset, large.n,
+        ctx.key("large_init"), ctx.key("large_data"),
+    )  # fmt: skip
     ctx.record_dataset(**ident, config="large")
     p = ntk_models.num_params(params)
     c = 10 if large.output == "trace" else 1
     est, secs = _sketch(study, apply_fn, params, x, ctx.key("large_sketch"), large.sketch_width,
                         large.num_probes, large.num_sketches, large.output)  # fmt: skip
-    row = dict(model=large.model, width=int(large.width), n=int(large.n), params=p,
+    row = dict(model=large.model, width=large.width, n=large.n, params=p,
                output=large.output, r_hat=est.effective_rank, stderr=est.effective_rank_stderr,
                r_inf_hat=est.r_inf, r_inf_stderr=est.r_inf_stderr, time_s=secs,
                memory_mb=large.num_sketches * large.n * large.num_probes * large.sketch_width
@@ -125,13 +180,12 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = [Path(d) / "tables" / f"{TABLE}.parquet" for d in run_dirs]
-    df = pd.concat([pd.read_parquet(t) for t in tables if t.exists()], ignore_index=True)
+    df = read_tables(run_dirs, TABLE)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (r, g) in enumerate(df.groupby("num_probes")):
         agg = g.groupby("sketch_width").agg(
             err=("rel_err", "mean"), se=("stderr", "mean"), exact=("r_exact", "first"),
-            bias=("r_hat", "mean"), t=("time_s", "median"))  # fmt: skip
+            bias=("r_hat", "mean"))  # fmt: skip
         ax0.loglog(agg.index, agg["err"], "o-", color=f"C{i}", label=f"R={r}: |r̂−r|/r")
         ax0.loglog(agg.index, agg["se"] / agg["exact"], ":", color=f"C{i}", label=f"R={r}: SE/r")
         ax1.semilogx(agg.index, (agg["bias"] - agg["exact"]) / agg["exact"], "o-", color=f"C{i}",

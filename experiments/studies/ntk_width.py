@@ -11,33 +11,48 @@ Table: tables/ntk_width.parquet (per width and seed).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
-import jax
 import numpy as np
-import pandas as pd
-from omegaconf import DictConfig
 from scipy import optimize, stats
 
-from experiments.studies import _ntk_data as ntk_data
+from experiments.config import RunConfig, check_positive_int
+from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
-from experiments.studies.ntk_rank import model_and_inputs, ntk
+from experiments.studies._ntk_config import NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
 
 TABLE = "ntk_width"
 
 
-def _check(study: DictConfig) -> None:
-    if len(study.widths) < 3:
-        raise ValueError(f"study.widths needs ≥ 3 widths to fit an exponent, got {study.widths}")
-    for w in study.widths:
-        ntk_models.make_model(study.model, w, depth=study.get("depth"), norm=study.norm)
-    if study.dataset not in ntk_data.DATASETS:
-        raise ValueError(f"study.dataset must be in {ntk_data.DATASETS}, got {study.dataset!r}")
-    if isinstance(study.seeds, bool) or not isinstance(study.seeds, int) or study.seeds < 2:
-        raise ValueError(f"study.seeds must be an int ≥ 2 (spread over seeds), got {study.seeds!r}")
+@dataclasses.dataclass
+class Config(NTKConfig):
+    """NTK effective rank vs width m of one model on one fixed set of n inputs."""
+
+    name: str = "ntk_width"
+    block_size: int = 100
+    model: str = "mlp"  # mlp (width = hidden units) | resnet (width = base channels)
+    widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
+    dataset: str = "digits"  # gaussian | digits | cifar10 (local file)
+    n: int = 300
+    # init seeds 0..seeds-1 (ctx.key("init", seed)); the n inputs are the same for every width
+    # and seed (ctx.key("data")), so the spread over seeds is the initialization's alone (data
+    # resampling would add a spread that does not shrink with m)
+    seeds: int = 6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.widths) < 3:
+            raise ValueError(f"study.widths needs ≥ 3 widths to fit an exponent, got {self.widths}")
+        for i, width in enumerate(self.widths):
+            check_positive_int(width, f"study.widths[{i}]")
+            self.check_model(self.model, width)
+        self.check_data(self.dataset, self.n, "study.dataset", "study.n")
+        check_positive_int(self.seeds, "study.seeds")
+        if self.seeds < 2:
+            raise ValueError(f"study.seeds must be ≥ 2 (spread over seeds), got {self.seeds}")
 
 
 def fit_approach(widths: np.ndarray, r_mean: np.ndarray) -> dict[str, float]:
@@ -70,29 +85,25 @@ def fit_fluctuation(widths: np.ndarray, r_sd: np.ndarray) -> dict[str, float]:
     }
 
 
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     study = cfg.study
-    _check(study)
+    study.check_data_files([study.dataset])
     widths = np.array(sorted(study.widths), float)
     r = np.zeros((len(widths), study.seeds))
     with ctx.progress(r.size, "ntk_width") as bar:
-        for i, w in enumerate(widths.astype(int)):
-            spec = SimpleNamespace(model=study.model, width=int(w))
+        for i, w in enumerate(widths.astype(int).tolist()):
             for seed in range(study.seeds):
-                init_key = jax.random.fold_in(ctx.key("init"), seed)
-                # One fixed input set for every width and seed: the spread over seeds is
-                # then the initialization's alone (data resampling would not shrink with m).
-                data_key = ctx.key("data")
                 apply_fn, params, x, ident = model_and_inputs(
-                    study, spec, study.dataset, study.n, init_key, data_key
-                )
+                    study, study.model, w, study.dataset, study.n,
+                    ctx.key("init", seed), ctx.key("data"),
+                )  # fmt: skip
                 if i == 0 and seed == 0:
                     ctx.record_dataset(**ident)
                 r[i, seed] = float(kernel_effective_rank(ntk(study, apply_fn, params, x)))
-                ctx.log_table(TABLE, [dict(model=study.model, width=int(w), seed=seed,
-                                           n=int(study.n), params=ntk_models.num_params(params),
+                ctx.log_table(TABLE, [dict(model=study.model, width=w, seed=seed, n=study.n,
+                                           params=ntk_models.num_params(params),
                                            r_eff=r[i, seed])])  # fmt: skip
-                bar.update(1, width=int(w), r_eff=r[i, seed])
+                bar.update(1, width=w, r_eff=r[i, seed])
     summary = {f"r_eff_m{int(w)}": float(v) for w, v in zip(widths, r.mean(axis=1), strict=True)}
     summary.update(fit_approach(widths, r.mean(axis=1)))
     summary.update(fit_fluctuation(widths, r.std(axis=1, ddof=1)))
@@ -106,8 +117,7 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = [Path(d) / "tables" / f"{TABLE}.parquet" for d in run_dirs]
-    df = pd.concat([pd.read_parquet(t) for t in tables if t.exists()], ignore_index=True)
+    df = read_tables(run_dirs, TABLE)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (model, g) in enumerate(df.groupby("model")):
         agg = g.groupby("width")["r_eff"].agg(["mean", "std"])

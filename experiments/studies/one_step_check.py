@@ -1,8 +1,9 @@
 """Study: predicted vs measured advantage of one SpecGD step over one GD step.
 
 For each instance family (feature, target, shape) and each of `num_instances` problem
-seeds, W is the GD iterate after t ∈ `gd_steps` steps from zero; from it one GD step and
-one SpecGD step are taken (`specgd.one_step`). Per instance the table one_step records
+seeds (instance i of family f drawn from ctx.key("data", f, i)), W is the GD iterate after
+t ∈ `gd_steps` steps from zero; from it one GD step and one SpecGD step are taken
+(`_specgd.one_step`). Per instance the table one_step records
 nr(∇L), st(A), the predicted ratio nr/st of guaranteed decreases and the measured ratio
 (L − L_SD)/(L − L_GD). Exact facts checked on every instance: nr ≥ 2·st ⇒ L(W_SD) ≤ L(W_GD),
 and nr/(2 st) ≤ measured ≤ 2 nr/st.
@@ -10,32 +11,63 @@ and nr/(2 st) ≤ measured ≤ 2 nr/st.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 
-from experiments.studies._specgd import models, one_step, plots, steps
+from experiments import rundir
+from experiments.config import RunConfig, check_choice, check_positive_int
+from experiments.runtime.context import RunContext
+from experiments.studies._specgd import one_step, plots, problems, steps
 
 
-def _check(study: DictConfig) -> None:
-    if not isinstance(study.num_instances, int) or study.num_instances < 1:
-        raise ValueError(f"study.num_instances must be a positive int, got {study.num_instances!r}")
-    gd_steps = list(study.gd_steps)
-    if not gd_steps or any(not isinstance(t, int) or t < 0 for t in gd_steps):
-        raise ValueError(f"study.gd_steps must be a non-empty list of ints ≥ 0, got {gd_steps!r}")
-    names = [f.name for f in study.families]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"study.families must be non-empty with unique names, got {names!r}")
-    for f in study.families:
-        models.check_feature(f.feature)
-        if f.target not in models.TARGETS:
-            raise ValueError(
-                f"family {f.name!r}: target must be in {models.TARGETS}, got {f.target!r}"
-            )
+@dataclasses.dataclass
+class Family:
+    """One instance family: random-feature problems of one feature map, target and shape."""
+
+    name: str
+    feature: str = "relu"  # relu | relu_square | swiglu | tanh | linear
+    target: str = "realizable"  # realizable | teacher_student
+    width: int = 100  # k
+    input_dim: int = 50  # d
+    num_samples: int = 400  # n
+
+
+def _default_families() -> list[Family]:
+    return [
+        Family("relu"),
+        Family("relu_teacher_student", target="teacher_student"),
+        Family("relu_square", feature="relu_square"),
+        Family("swiglu", feature="swiglu"),
+        Family("tanh", feature="tanh"),
+        Family("linear", feature="linear"),
+    ]
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "one_step_check"
+    num_instances: int = 30  # problem seeds per family
+    gd_steps: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 3, 10, 30, 100, 300])
+    families: list[Family] = dataclasses.field(default_factory=_default_families)
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.num_instances, "study.num_instances")
+        if not self.gd_steps or min(self.gd_steps) < 0:
+            raise ValueError("study.gd_steps (W = GD iterate after t steps from zero) must be a "
+                             f"non-empty list of ints ≥ 0, got {self.gd_steps!r}")  # fmt: skip
+        names = [f.name for f in self.families]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"study.families must be non-empty with unique names, got {names!r}")
+        for i, f in enumerate(self.families):
+            check_choice(f.feature, f"study.families.{i}.feature", problems.FEATURES)
+            check_choice(f.target, f"study.families.{i}.target", problems.TARGETS)
+            for key in ("width", "input_dim", "num_samples"):
+                check_positive_int(getattr(f, key), f"study.families.{i}.{key}")
 
 
 def spearman(x, y) -> float:
@@ -45,54 +77,43 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def family_results(key, family, num_instances: int, gd_steps) -> dict[int, one_step.OneStep]:
-    """One-step comparisons for every instance of `family` at each GD iterate index."""
+def family_results(keys: jax.Array, family: Family, gd_steps) -> dict[int, one_step.OneStep]:
+    """One-step comparisons for the instance drawn from each of `keys`, at each GD iterate."""
     make = partial(
-        models.random_feature_problem,
+        problems.random_feature_problem,
         width=family.width,
         input_dim=family.input_dim,
         num_samples=family.num_samples,
         feature=family.feature,
         target=family.target,
     )
-    problems = jax.vmap(make)(jax.random.split(key, num_instances))
-    L = jax.vmap(steps.smoothness)(problems.A_kxn)
-    W0 = jnp.zeros((num_instances, family.width, family.width))
+    batch = jax.vmap(make)(keys)
+    L = jax.vmap(steps.smoothness)(batch.A_kxn)
+    W0 = jnp.zeros((len(keys), family.width, family.width))
     iterate = jax.vmap(steps.gd_iterate, in_axes=(0, 0, 0, None))
     compare = jax.vmap(one_step.one_step)
-    return {t: compare(iterate(W0, problems, L, t), problems) for t in gd_steps}
+    return {t: compare(iterate(W0, batch, L, t), batch) for t in gd_steps}
 
 
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     with jax.enable_x64(True):
         return _run(cfg.study, ctx)
 
 
-def _run(study: DictConfig, ctx) -> dict[str, float]:
-    _check(study)
+def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     rows = []
     with ctx.progress(len(study.families), "instance families") as bar:
         for index, family in enumerate(study.families):
-            key = jax.random.fold_in(ctx.key("data"), index)
-            for t, res in family_results(
-                key, family, study.num_instances, list(study.gd_steps)
-            ).items():
+            keys = jnp.stack([ctx.key("data", index, i) for i in range(study.num_instances)])
+            for t, res in family_results(keys, family, study.gd_steps).items():
                 holds = np.asarray(one_step.implication_holds(res))
                 bracket = np.asarray(one_step.within_bracket(res))
+                values = {name: np.asarray(v) for name, v in res._asdict().items()}
                 for i in range(study.num_instances):
-                    rows.append(
-                        {
-                            "family": family.name,
-                            "instance": i,
-                            "gd_step": t,
-                            **{
-                                name: float(np.asarray(getattr(res, name))[i])
-                                for name in res._fields
-                            },
-                            "implication_holds": bool(holds[i]),
-                            "within_bracket": bool(bracket[i]),
-                        }
-                    )
+                    rows.append({"family": family.name, "instance": i, "gd_step": t,
+                                 **{name: float(v[i]) for name, v in values.items()},
+                                 "implication_holds": bool(holds[i]),
+                                 "within_bracket": bool(bracket[i])})  # fmt: skip
             bar.update(1, family=family.name)
     ctx.log_table("one_step", rows)
 
@@ -124,4 +145,4 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Measured against predicted ratio (log–log) with the ×½/×2 bracket and the nr = 2 st line."""
-    return [plots.one_step_figure(Path(d), Path(out_dir)) for d in run_dirs]
+    return [plots.one_step_figure(rundir.load_run(d), Path(out_dir)) for d in run_dirs]

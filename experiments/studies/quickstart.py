@@ -9,42 +9,33 @@ Loss ½·mean ‖x W − y‖² over the batch; batches are a pure function of (
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 
-from experiments.optimizers import build_optimizer
+from experiments.config import RunConfig, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.runtime.trainer import train
 
-KEYS = {"name", "dim", "outputs", "batch_size", "noise", "val_size", "nan_at_step"}
 
+@dataclasses.dataclass
+class Config:
+    name: str = "quickstart"
+    dim: int = 16
+    outputs: int = 4
+    batch_size: int = 32
+    noise: float = 0.1
+    val_size: int = 256
+    nan_at_step: int | None = None  # fault injection: the update numbered k gives a NaN loss
 
-def _options(study: DictConfig) -> dict[str, Any]:
-    unknown = set(study) - KEYS
-    if unknown:
-        raise ValueError(
-            f"unknown study keys {sorted(unknown)} for quickstart; valid: {sorted(KEYS)}"
-        )
-    o = {
-        "dim": 16,
-        "outputs": 4,
-        "batch_size": 32,
-        "noise": 0.1,
-        "val_size": 256,
-        "nan_at_step": None,
-    }
-    o.update({k: v for k, v in study.items() if k != "name"})
-    for key in ("dim", "outputs", "batch_size", "val_size"):
-        if not isinstance(o[key], int) or o[key] <= 0:
-            raise ValueError(f"study.{key} must be a positive int, got {o[key]!r}")
-    if not o["noise"] >= 0:
-        raise ValueError(f"study.noise must be >= 0, got {o['noise']!r}")
-    return o
+    def __post_init__(self) -> None:
+        for key in ("dim", "outputs", "batch_size", "val_size"):
+            check_positive_int(getattr(self, key), f"study.{key}")
+        if not self.noise >= 0:
+            raise ValueError(f"study.noise must be >= 0, got {self.noise!r}")
 
 
 def _sample(key: jax.Array, n: int, w_star_DxK: jax.Array, noise: float):
@@ -74,41 +65,34 @@ def make_train_step(tx, nan_at_step: int | None):
     return train_step
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, float]:
-    o = _options(cfg.study)
-    w_star_DxK = jax.random.normal(ctx.key("teacher"), (o["dim"], o["outputs"])) / np.sqrt(o["dim"])
-    tx = build_optimizer(cfg.optim, total_steps=cfg.trainer.max_steps)
-    data_key = ctx.key("data")
-    val = _sample(ctx.key("val"), o["val_size"], w_star_DxK, o["noise"])
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
+    o = cfg.study
+    w_star_DxK = jax.random.normal(ctx.key("teacher"), (o.dim, o.outputs)) / np.sqrt(o.dim)
+    tx = cfg.optim.build(cfg.trainer.max_steps)
+    val = _sample(ctx.key("val"), o.val_size, w_star_DxK, o.noise)
 
-    def init_fn():
-        w = jnp.zeros((o["dim"], o["outputs"]), jnp.float32)
+    def init():
+        w = jnp.zeros((o.dim, o.outputs), jnp.float32)
         return {"w": w, "opt": tx.init({"w": w}), "step": jnp.zeros((), jnp.int32)}
 
-    def batch_for_step(step: int):
-        return _sample(jax.random.fold_in(data_key, step), o["batch_size"], w_star_DxK, o["noise"])
+    def batch(step: int):
+        return _sample(ctx.key("data", step), o.batch_size, w_star_DxK, o.noise)
 
-    def eval_fn(state):
+    def evaluate(state):
         return {
             "val_loss": _loss(state["w"], val),
             "w_error": jnp.linalg.norm(state["w"] - w_star_DxK),
         }
 
-    def spectra_fn(state, step):
+    def spectra(state, step):
         s = np.linalg.svd(np.asarray(state["w"], np.float64), compute_uv=False)
         stable_rank = float((s**2).sum() / s[0] ** 2) if s[0] > 0 else 0.0
         return [
             {"layer": "w", "quantity": "weight", "stable_rank": stable_rank, "singular_values": s}
         ]
 
-    result = train(
-        ctx,
-        init_fn=init_fn,
-        train_step=make_train_step(tx, o["nan_at_step"]),
-        batch_for_step=batch_for_step,
-        eval_fn=eval_fn,
-        spectra_fn=spectra_fn,
-    )
+    result = train(ctx, init=init, step=make_train_step(tx, o.nan_at_step), batch=batch,
+                   evaluate=evaluate, spectra=spectra)  # fmt: skip
     return {k: float(v) for k, v in result.metrics.items()}
 
 
@@ -119,25 +103,21 @@ def plot(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from specjax.runs import load_runs
+    from experiments.rundir import load_runs
 
-    runs = load_runs(run_dirs).runs
-    # label each run by the command-line overrides that differ between the runs
-    overrides = [dict(o.lstrip("+").split("=", 1) for o in r.overrides if "=" in o) for r in runs]
-    keys = [
-        k
-        for k in dict.fromkeys(k for d in overrides for k in d)
-        if len({d.get(k) for d in overrides}) > 1
-    ]
+    runs = load_runs(run_dirs)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run, given in zip(runs, overrides, strict=True):
-        m = run.metrics
-        label = " ".join(f"{k}={given.get(k)}" for k in keys) or run.path.name
+    for i, run in enumerate(runs.runs):
+        # Label a run by the config keys that differ between the runs (seed, optim.lr, ...).
+        row = runs.configs.iloc[i]
+        label = " ".join(f"{k}={row[k]}" for k in runs.config_keys) or run.path.name
+        m, color = run.metrics, f"C{i % 10}"
         train_rows = m.dropna(subset=["loss"]) if "loss" in m else m.iloc[:0]
-        ax.plot(train_rows["step"], train_rows["loss"], label=f"{label} train")
+        ax.plot(train_rows["step"], train_rows["loss"], color=color, label=f"{label} train")
         if "val_loss" in m:
             val_rows = m.dropna(subset=["val_loss"])
-            ax.plot(val_rows["step"], val_rows["val_loss"], "o--", label=f"{label} val")
+            ax.plot(val_rows["step"], val_rows["val_loss"], "o--", color=color,
+                    label=f"{label} val")  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss  ½·mean‖xW − y‖²")
     ax.set_yscale("log")

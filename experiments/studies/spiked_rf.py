@@ -10,28 +10,41 @@ Logs per step: each method's loss and nr(∇L), and st(A); restarts go to tables
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 
-from experiments.studies._specgd import models, plots, steps
+from experiments import rundir
+from experiments.config import RunConfig, check_choice, check_positive_int
+from experiments.runtime.context import RunContext
+from experiments.studies._specgd import plots, problems, steps
 
 
-def _check(study: DictConfig) -> None:
-    models.check_feature(study.feature)
-    for name in ("width", "input_dim", "num_samples", "num_steps"):
-        value = study[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"study.{name} must be a positive int, got {value!r}")
-    if study.restart_every is not None and (
-        not isinstance(study.restart_every, int) or study.restart_every < 1
-    ):
-        raise ValueError(
-            f"study.restart_every must be a positive int or null, got {study.restart_every!r}"
-        )
+@dataclasses.dataclass
+class Config:
+    """Davis & Drusvyatskiy 2025; settings of the official damek/specgd random-feature script."""
+
+    name: str = "spiked_rf"
+    feature: str = "relu"  # relu | relu_square | swiglu | tanh | linear
+    width: int = 100  # k: W ∈ ℝ^{k×k}, A ∈ ℝ^{k×n}
+    input_dim: int = 50  # d: X ∈ ℝ^{d×n}, V ∈ ℝ^{k×d} scaled 1/√d
+    num_samples: int = 400  # n
+    num_steps: int = 1000
+    restart_every: int | None = 100  # SpecGD restarts from GD iterates 100, 200, ... (None: none)
+    restart_from_peak: bool = True  # and from the GD iterate of largest nr(∇L)
+    loss_target: float = 1e-6  # summary: steps until loss ≤ loss_target · L(W₀)
+
+    def __post_init__(self) -> None:
+        check_choice(self.feature, "study.feature", problems.FEATURES)
+        for key in ("width", "input_dim", "num_samples", "num_steps"):
+            check_positive_int(getattr(self, key), f"study.{key}")
+        if self.restart_every is not None:
+            check_positive_int(self.restart_every, "study.restart_every")
+        if not self.loss_target > 0:
+            raise ValueError(f"study.loss_target must be > 0, got {self.loss_target!r}")
 
 
 def restart_points(num_steps: int, restart_every: int | None, peak_step: int | None) -> list[int]:
@@ -42,15 +55,14 @@ def restart_points(num_steps: int, restart_every: int | None, peak_step: int | N
     return sorted(points)
 
 
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     with jax.enable_x64(True):
         return _run(cfg.study, ctx)
 
 
-def _run(study: DictConfig, ctx) -> dict[str, float]:
-    _check(study)
+def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     T = study.num_steps
-    problem = models.random_feature_problem(
+    problem = problems.random_feature_problem(
         ctx.key("data"),
         width=study.width,
         input_dim=study.input_dim,
@@ -69,9 +81,8 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
     with ctx.progress(len(points), "specgd restarts") as bar:
         for start in points:
             W_start = steps.gd_iterate(W0, problem, L, start)
-            restarts[start] = steps.trajectory(
-                W_start, problem, L, method="specgd", num_steps=T - start
-            )
+            traj = steps.trajectory(W_start, problem, L, method="specgd", num_steps=T - start)
+            restarts[start] = jax.device_get(traj)  # numpy arrays
             bar.update(1, start=start)
 
     loss = {m: np.asarray(r.loss) for m, r in runs.items()}
@@ -82,29 +93,20 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
             row[f"{m}/loss"] = loss[m][t]
             row[f"{m}/nr"] = nr[m][t]
         ctx.log_metrics(t, row)
-    rows = []
-    for start, r in restarts.items():
-        for i, (value, rank) in enumerate(
-            zip(np.asarray(r.loss), np.asarray(r.nuclear_rank), strict=True)
-        ):
-            rows.append(
-                {
-                    "start": start,
-                    "from_peak": start == peak,
-                    "step": start + i,
-                    "loss": value,
-                    "nr": rank,
-                }
-            )
+    rows = [
+        {"start": start, "from_peak": start == peak, "step": start + i, "loss": value, "nr": rank}
+        for start, r in restarts.items()
+        for i, (value, rank) in enumerate(zip(r.loss, r.nuclear_rank, strict=True))
+    ]
     ctx.log_table("restarts", rows)
     sigma_A = np.linalg.svd(np.asarray(problem.A_kxn), compute_uv=False)
     ctx.log_spectra(0, [{"matrix": "A", "index": i, "sigma": s} for i, s in enumerate(sigma_A)])
 
-    target = float(study.loss_target) * float(loss["gd"][0])
+    target = study.loss_target * float(loss["gd"][0])
     summary = {
         "st_A": st,
         "nr_gd_step0": float(gd_nr[0]),
-        "nr_gd_step1": float(gd_nr[1]) if T >= 1 else float("nan"),
+        "nr_gd_step1": float(gd_nr[1]),
         "nr_gd_max": float(np.nanmax(gd_nr)),
         "nr_gd_argmax": float(np.nanargmax(gd_nr)),
         "loss_initial": float(loss["gd"][0]),
@@ -115,8 +117,8 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
         "steps_to_target_specgd": float(steps.steps_to_reach(loss["specgd"], target)),
         "steps_gd_nr_above_st": float(np.sum(gd_nr > st)),
     }
-    if np.isfinite(models.spike_limit(study.feature)):
-        summary["st_A_limit"] = models.spike_limit(study.feature)
+    if np.isfinite(problems.spike_limit(study.feature)):
+        summary["st_A_limit"] = problems.spike_limit(study.feature)
     if peak is not None:
         summary["loss_final_specgd_from_peak"] = (
             float(restarts[peak].loss[-1]) if peak in restarts else float("nan")
@@ -128,4 +130,4 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Loss curves (log scale, GD, SpecGD, restarts) and nr(∇L) against the st(A) line."""
-    return [plots.spiked_rf_figure(Path(d), Path(out_dir)) for d in run_dirs]
+    return [plots.spiked_rf_figure(rundir.load_run(d), Path(out_dir)) for d in run_dirs]

@@ -1,7 +1,8 @@
 """Study: nr(∇L) along GD against the width k (Davis & Drusvyatskiy 2025, random-feature sweep).
 
 For each target model (realizable Y = W♯A, teacher–student Y = W̄σ(V̄X)), width k, and
-problem seed: A = ReLU(V X) ∈ ℝ^{k×2k} with input dimension k/2, GD (1/L_F) from zero for
+problem seed s = 0..seeds−1 (drawn from ctx.key("data", s)): A = σ(V X) ∈ ℝ^{k×2k} (σ =
+`feature`, ReLU by default) with input dimension k/2, GD (1/L_F) from zero for
 `num_steps`, nr(∇L(W_t)) recorded at every step up to `dense_steps` and every `nr_every`
 after (an SVD per record is the sweep's whole cost). The paper: nr(∇L(W₀)) is O(1) in k,
 nr(∇L(W₁)) grows about linearly in k. Tables: nr_curves (every record), fits (the
@@ -11,14 +12,44 @@ the steps t ≥ 1 where the seed-mean nr stays ≥ window_constant·k).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 
-from experiments.studies._specgd import models, plots, steps
+from experiments import rundir
+from experiments.config import RunConfig, check_choice, check_positive_int
+from experiments.runtime.context import RunContext
+from experiments.studies._specgd import plots, problems, steps
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "spiked_rf_sweep"
+    feature: str = "relu"  # relu | relu_square | swiglu | tanh | linear
+    widths: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256, 512])  # k; n = 2k
+    seeds: int = 3  # problem seeds 0..seeds-1, each folded into the "data" stream
+    targets: list[str] = dataclasses.field(default_factory=lambda: list(problems.TARGETS))
+    num_steps: int = 1024
+    dense_steps: int = 32  # nr at every step t ≤ dense_steps ...
+    nr_every: int = 8  # ... then every nr_every-th step (an SVD per record)
+    window_constant: float = 0.3  # window: steps t ≥ 1 where the seed-mean nr ≥ window_constant·k
+
+    def __post_init__(self) -> None:
+        check_choice(self.feature, "study.feature", problems.FEATURES)
+        if len(set(self.widths)) < 2 or min(self.widths) < 4:
+            raise ValueError("study.widths must list ≥ 2 distinct widths ≥ 4 (for the fit), "
+                             f"got {self.widths!r}")  # fmt: skip
+        if not self.targets:
+            raise ValueError(f"study.targets must list at least one of {problems.TARGETS}, got []")
+        for target in self.targets:
+            check_choice(target, "study.targets entries", problems.TARGETS)
+        for key in ("seeds", "num_steps", "dense_steps", "nr_every"):
+            check_positive_int(getattr(self, key), f"study.{key}")
+        if not self.window_constant > 0:
+            raise ValueError(f"study.window_constant must be > 0, got {self.window_constant!r}")
 
 
 def linear_fit(x, y) -> tuple[float, float, float]:
@@ -56,40 +87,21 @@ def record_mask(num_steps: int, dense_steps: int, nr_every: int) -> np.ndarray:
     return (t <= dense_steps) | (t % nr_every == 0) | (t == num_steps)
 
 
-def _check(study: DictConfig) -> None:
-    widths = list(study.widths)
-    if not widths or any(not isinstance(k, int) or k < 4 for k in widths):
-        raise ValueError(f"study.widths must be a non-empty list of ints ≥ 4, got {widths!r}")
-    if len(set(widths)) < 2:
-        raise ValueError(f"study.widths needs ≥ 2 distinct widths for the fit, got {widths!r}")
-    for target in study.targets:
-        if target not in models.TARGETS:
-            raise ValueError(f"study.targets entries must be in {models.TARGETS}, got {target!r}")
-    if not list(study.seeds):
-        raise ValueError("study.seeds must be a non-empty list of ints")
-    for name in ("num_steps", "dense_steps", "nr_every"):
-        if not isinstance(study[name], int) or study[name] < 1:
-            raise ValueError(f"study.{name} must be a positive int, got {study[name]!r}")
-    models.check_feature(study.feature)
-
-
-def run(cfg: DictConfig, ctx) -> dict[str, float]:
+def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     with jax.enable_x64(True):
         return _run(cfg.study, ctx)
 
 
-def _run(study: DictConfig, ctx) -> dict[str, float]:
-    _check(study)
+def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     T = study.num_steps
     mask = jnp.asarray(record_mask(T, study.dense_steps, study.nr_every))
     recorded = np.nonzero(np.asarray(mask))[0]
-    base = ctx.key("data")
     rows = []
-    runs = [(t, k, s) for t in study.targets for k in study.widths for s in study.seeds]
+    runs = [(t, k, s) for t in study.targets for k in study.widths for s in range(study.seeds)]
     with ctx.progress(len(runs), "GD runs") as bar:
         for target, k, seed in runs:
-            problem = models.random_feature_problem(
-                jax.random.fold_in(base, seed),
+            problem = problems.random_feature_problem(
+                ctx.key("data", seed),
                 width=k,
                 input_dim=max(1, k // 2),
                 num_samples=2 * k,
@@ -160,4 +172,4 @@ def _run(study: DictConfig, ctx) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """nr over GD steps per width, and nr at steps 0 and 1 against k with the fitted line."""
-    return [plots.sweep_figure(Path(d), Path(out_dir)) for d in run_dirs]
+    return [plots.sweep_figure(rundir.load_run(d), Path(out_dir)) for d in run_dirs]

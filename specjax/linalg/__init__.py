@@ -5,9 +5,9 @@ and spectral clipping. Pure JAX; batched over leading axes (..., m, n); jit/vmap
 from specjax.linalg.clip import hard_spectral_clip, soft_spectral_clip
 from specjax.linalg.norms import spectral_norm
 from specjax.linalg.polar import (
+    MUON_ITERS,
     MUON_QUINTIC,
-    MUON_STEPS,
-    POLAR_EXPRESS_STEPS,
+    POLAR_EXPRESS_ITERS,
     newton_schulz,
     polar,
     polar_express_coefficients,
@@ -21,9 +21,9 @@ from specjax.linalg.ranks import (
 from specjax.linalg.rsvd import randomized_svd
 
 __all__ = [
+    "MUON_ITERS",
     "MUON_QUINTIC",
-    "MUON_STEPS",
-    "POLAR_EXPRESS_STEPS",
+    "POLAR_EXPRESS_ITERS",
     "entropy_effective_rank",
     "hard_spectral_clip",
     "kernel_effective_rank",

@@ -7,13 +7,13 @@ coupled Newton–Schulz iteration (Higham 2008, §6.7)
     T = (3I − ZY)/2,  Y ← YT,  Z ← TZ,   Y₀ = B, Z₀ = I  →  Z → B^(−1/2),
 so soft_clip(X) = c·√(1 − w)·Ŷ·B^(−1/2). Nothing overflows for any scale of X or c.
 
-Steps: an eigenvalue λ of B grows by about 9/4 per step until it nears 1, then the error
-squares, so the iteration needs about log(1/w)/log(9/4) + 3 steps, w ≥ 1/(1 + rank·σ_max²/c²).
-For σ_max/c ≥ ~100 that is ≥ ~17 steps for small ranks; with a fixed small `steps`
-the directions with small σ are not converged and come out shrunk too much (never above
-the exact value, so the output stays ≤ c). Default `steps=None` therefore iterates
-adaptively (bounded `while_loop`) until max|I − ZY| ≤ 1e-3, then takes 2 more steps
-(error ~1e-12 in exact arithmetic, i.e. float32 round-off), capped at `max_steps`.
+Iterations: an eigenvalue λ of B grows by about 9/4 per iteration until it nears 1, then the
+error squares, so the iteration needs about log(1/w)/log(9/4) + 3 iterations,
+w ≥ 1/(1 + rank·σ_max²/c²). For σ_max/c ≥ ~100 that is ≥ ~17 iterations for small ranks; with
+a fixed small `iters` the directions with small σ are not converged and come out shrunk too
+much (never above the exact value, so the output stays ≤ c). Default `iters=None` therefore
+iterates adaptively (bounded `while_loop`) until max|I − ZY| ≤ 1e-3, then takes 2 more
+iterations (error ~1e-12 in exact arithmetic, i.e. float32 round-off), capped at `max_iters`.
 
 Precision floor: B is formed in the working precision, and its small eigenvalues
 w + (1 − w)σ̂² carry an absolute error ≈ ε, so σ near or below c come out with a
@@ -31,8 +31,8 @@ from specjax.linalg import _numerics, _validate
 
 SOFT_CLIP_METHODS = ("newton_schulz", "svd")
 ADAPTIVE_TOL = 1e-3
-ADAPTIVE_EXTRA_STEPS = 2
-DEFAULT_MAX_STEPS = 100
+ADAPTIVE_EXTRA_ITERS = 2
+DEFAULT_MAX_ITERS = 100
 
 
 def _clip_level(c, batch_ndim: int, dtype) -> jax.Array:
@@ -42,37 +42,37 @@ def _clip_level(c, batch_ndim: int, dtype) -> jax.Array:
     return c[..., None, None]
 
 
-def _coupled_step(y, z, eye):
+def _coupled_iteration(y, z, eye):
     zy = z @ y
     t = 1.5 * eye - 0.5 * zy
     return y @ t, t @ z, jnp.max(jnp.abs(eye - zy), axis=(-2, -1))
 
 
-def _inverse_sqrt(b: jax.Array, steps: int | None, max_steps: int) -> jax.Array:
+def _inverse_sqrt(b: jax.Array, iters: int | None, max_iters: int) -> jax.Array:
     """B^(−1/2) for symmetric B with spectrum in (0, 1], by coupled Newton–Schulz."""
     eye = jnp.broadcast_to(jnp.eye(b.shape[-1], dtype=b.dtype), b.shape)
-    if steps is not None:
+    if iters is not None:
 
         def body(_, yz):
-            y, z, _ = _coupled_step(*yz[:2], eye)
+            y, z, _ = _coupled_iteration(*yz[:2], eye)
             return y, z, yz[2]
 
-        _, z, _ = jax.lax.fori_loop(0, steps, body, (b, eye, eye))
+        _, z, _ = jax.lax.fori_loop(0, iters, body, (b, eye, eye))
         return z
 
     def cond(state):
         i, _, _, residual = state
-        return (i < max_steps - ADAPTIVE_EXTRA_STEPS) & jnp.any(residual > ADAPTIVE_TOL)
+        return (i < max_iters - ADAPTIVE_EXTRA_ITERS) & jnp.any(residual > ADAPTIVE_TOL)
 
     def adaptive_body(state):
         i, y, z, _ = state
-        y, z, residual = _coupled_step(y, z, eye)
+        y, z, residual = _coupled_iteration(y, z, eye)
         return i + 1, y, z, residual
 
     batch_residual = jnp.full(b.shape[:-2], jnp.inf, b.dtype)
     _, y, z, _ = jax.lax.while_loop(cond, adaptive_body, (0, b, eye, batch_residual))
-    for _ in range(ADAPTIVE_EXTRA_STEPS):
-        y, z, _ = _coupled_step(y, z, eye)
+    for _ in range(ADAPTIVE_EXTRA_ITERS):
+        y, z, _ = _coupled_iteration(y, z, eye)
     return z
 
 
@@ -114,14 +114,14 @@ def soft_spectral_clip(
     c,
     *,
     method: str = "newton_schulz",
-    steps: int | None = None,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    iters: int | None = None,
+    max_iters: int = DEFAULT_MAX_ITERS,
 ) -> jax.Array:
     """(I + XXᵀ/c²)^(−1/2)·X = X(I + XᵀX/c²)^(−1/2): each σ ↦ σ/√(1 + σ²/c²) < min(σ, c).
 
     method="newton_schulz" (no SVD): coupled Newton–Schulz on the smaller Gram;
-    `steps=None` adapts to the scale (converged to float32 round-off, at most
-    `max_steps` steps, ≈ log(1 + rank·σ_max²/c²)/log(9/4) + 3); a fixed `steps` is
+    `iters=None` adapts to the scale (converged to float32 round-off, at most
+    `max_iters` iterations, ≈ log(1 + rank·σ_max²/c²)/log(9/4) + 3); a fixed `iters` is
     differentiable but under-converged when σ_max/c is large (see module docstring).
     method="svd": exact. `c` > 0: scalar or batch-shaped. Zero → zero; NaN/Inf → NaN;
     traced c ≤ 0 → NaN. Keeps x's dtype (computes in float32 or float64).
@@ -129,9 +129,9 @@ def soft_spectral_clip(
     _validate.check_method(method, SOFT_CLIP_METHODS)
     x = _validate.as_matrix(x)
     _validate.check_positive(c, "c")
-    if steps is not None:
-        steps = _validate.check_int(steps, "steps", minimum=1)
-    max_steps = _validate.check_int(max_steps, "max_steps", minimum=ADAPTIVE_EXTRA_STEPS + 1)
+    if iters is not None:
+        iters = _validate.check_int(iters, "iters", minimum=1)
+    max_iters = _validate.check_int(max_iters, "max_iters", minimum=ADAPTIVE_EXTRA_ITERS + 1)
     if method == "svd":
         return _svd_map(x, c, _soft_scale)
 
@@ -152,7 +152,7 @@ def soft_spectral_clip(
     gram = _numerics.matrix_transpose(y_hat) @ y_hat
     eye = jnp.eye(gram.shape[-1], dtype=work)
     b = w * eye + (1 - w) * gram
-    z = _inverse_sqrt(b, steps, max_steps)
+    z = _inverse_sqrt(b, iters, max_iters)
     out = c_arr * sqrt_one_minus_w * (y_hat @ z)
     if transposed:
         out = _numerics.matrix_transpose(out)

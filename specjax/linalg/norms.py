@@ -2,8 +2,8 @@
 
 `method="lanczos"`: Lanczos on the smaller Gram matrix A = x̂ᵀx̂ (applied implicitly as
 two matvecs, never formed) with full reorthogonalization against the stored Krylov basis.
-After j steps the tridiagonal T_j = Vᵀ A V holds the Ritz values; σ_max ≈ √λ_max(T_j).
-Krylov methods find λ_max to relative accuracy ε in O(log n / √ε) steps whatever the gap
+After j iterations the tridiagonal T_j = Vᵀ A V holds the Ritz values; σ_max ≈ √λ_max(T_j).
+Krylov methods find λ_max to relative accuracy ε in O(log n / √ε) iterations whatever the gap
 (Kuczyński & Woźniakowski 1992), which matters for square Gaussian matrices, whose top
 singular values are clustered (gaps ~n^(−2/3)) and defeat power iteration.
 
@@ -72,11 +72,11 @@ def _tridiagonal(alpha: jax.Array, beta: jax.Array, j: jax.Array) -> jax.Array:
 def _lanczos_sigma_max(x_hat: jax.Array, key: jax.Array, tol: float, max_iters: int) -> jax.Array:
     """σ_max of one 2-D matrix with max |entry| ≤ 1 by Gram-side Lanczos.
 
-    Step j: w = x̂ᵀ(x̂ v_j), α_j = v_jᵀw, w ← w − V(Vᵀw) twice (full reorthogonalization,
+    Iteration j: w = x̂ᵀ(x̂ v_j), α_j = v_jᵀw, w ← w − V(Vᵀw) twice (full reorthogonalization,
     classical Gram–Schmidt twice), β_j = ‖w‖, v_{j+1} = w/β_j. Stops when the top Ritz
     pair's residual β_j |s_top[j]| ≤ 2·tol·θ (θ = λ_max(T_j); since λ_max − θ ≤ residual,
     σ = √λ is then within ≈ tol relative), on breakdown (β_j ≈ 0: the Krylov space is
-    invariant, so T_j is exact), or after min(max_iters, n) steps (buffers are that size).
+    invariant, so T_j is exact), or after min(max_iters, n) iterations (buffers are that size).
     """
     x_hat = _tall(x_hat)
     n = x_hat.shape[1]
@@ -165,8 +165,8 @@ def spectral_norm(
     `"lanczos"`: Lanczos on the smaller Gram side with full reorthogonalization (fewer
     passes over x, but many small sequential kernels: slower than power on the shared
     2-core benchmark machine, see docs/notes/linalg.md; `block_size` is ignored). Power
-    stops when the Ritz estimate changes by ≤ `tol` (relative) in one step, Lanczos when
-    its residual bound certifies ≈ `tol`; both after at most `max_iters` steps (a bounded
+    stops when the Ritz estimate changes by ≤ `tol` (relative) in one iteration, Lanczos when
+    its residual bound certifies ≈ `tol`; both after at most `max_iters` iterations (a bounded
     `while_loop`, so NaN input cannot hang), and approach σ_max from below. `key` draws the start
     vector(s); None uses `PRNGKey(0)` (deterministic).
 

@@ -40,19 +40,19 @@ def stable_rank(
     *,
     method: str = "exact",
     key: jax.Array | None = None,
-    iters: int = 50,
+    max_iters: int = 50,
     tol: float = 1e-5,
 ) -> jax.Array:
     """Stable rank ‖x‖_F² / ‖x‖₂² of each matrix (..., m, n) → (...).
 
     `method="exact"` takes σ_max from the singular values; `method="power"` from block
-    power iteration (`spectral_norm`'s algorithm, at most `iters` iterations, relative
+    power iteration (`spectral_norm`'s algorithm, at most `max_iters` iterations, relative
     tolerance `tol`, start block from `key`, default `PRNGKey(0)`). Power iteration
     underestimates σ_max slightly, so the fast value is ≥ the exact one.
     1 ≤ stable_rank ≤ rank for nonzero x; zero matrix → 0; NaN/Inf → NaN.
     """
     _validate.check_method(method, STABLE_RANK_METHODS)
-    iters = _validate.check_int(iters, "iters", minimum=1)
+    max_iters = _validate.check_int(max_iters, "max_iters", minimum=1)
     tol = _validate.check_nonnegative_float(tol, "tol")
     x_hat, _, finite = _prepare(x)
     frob_sq = jnp.sum(jnp.square(x_hat), axis=(-2, -1))
@@ -61,7 +61,7 @@ def stable_rank(
     else:
         if key is None:
             key = jax.random.PRNGKey(DEFAULT_KEY_SEED)
-        sigma_max = spectral_sigma_max(x_hat, key, tol, iters, block_size=8)
+        sigma_max = spectral_sigma_max(x_hat, key, tol, max_iters, block_size=8)
     return _numerics.nan_where_not_finite(_ratio_or_zero(frob_sq, sigma_max**2), finite)
 
 

@@ -1,10 +1,10 @@
 """Randomized truncated SVD (Halko, Martinsson & Tropp 2011, Algorithms 4.4 and 5.1).
 
-Range finder: Y = x Ω with a Gaussian Ω of rank + oversample columns, then
-`power_iters` rounds of Q ← qr(x qr(xᵀ Q)) (re-orthonormalized at every half step so
-float32 does not lose the small directions; shifted CholeskyQR3, see below), then
+Range finder: Y = x Ω with a Gaussian Ω of rank + oversample columns, then `iters`
+power iterations Q ← qr(x qr(xᵀ Q)) (re-orthonormalized after every product so float32
+does not lose the small directions; shifted CholeskyQR3, see below), then
 the SVD of B = Qᵀ x via a thin QR of Bᵀ and the SVD of its small triangular factor.
-Costs (2·power_iters + 3) products with a thin matrix plus small Gram/Cholesky work.
+Costs (2·iters + 3) products with a thin matrix plus small Gram/Cholesky work.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def randomized_svd(
     rank: int,
     *,
     oversample: int = 10,
-    power_iters: int = 4,
+    iters: int = 4,
     key: jax.Array,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Top-`rank` SVD x ≈ u diag(s) vt of each matrix in (..., m, n).
@@ -64,7 +64,7 @@ def randomized_svd(
     dtype (float32 for integer input); computed in float32 (float64 for float64 input).
     `rank` is static (a Python int, 1 ≤ rank ≤ min(m, n)); the sketch has
     min(rank + oversample, min(m, n)) columns. The error shrinks like
-    (σ_{rank+oversample+1}/σ_rank)^(2·power_iters+1).
+    (σ_{rank+oversample+1}/σ_rank)^(2·iters+1) after `iters` power iterations.
 
     Degenerate input: zero matrix → s = 0 (u, vt orthonormal but arbitrary); NaN/Inf
     entries → all outputs NaN. The matrix is divided by max |x| first (scale-safe).
@@ -73,7 +73,7 @@ def randomized_svd(
     m, n = x.shape[-2:]
     rank = _validate.check_int(rank, "rank", minimum=1, maximum=min(m, n))
     oversample = _validate.check_int(oversample, "oversample", minimum=0)
-    power_iters = _validate.check_int(power_iters, "power_iters", minimum=0)
+    iters = _validate.check_int(iters, "iters", minimum=0)
     out_dtype = _validate.output_dtype(x.dtype)
     x = x.astype(_validate.compute_dtype(x.dtype))
     x_hat, scale, finite = _numerics.normalize_by_max(x)
@@ -82,7 +82,7 @@ def randomized_svd(
     omega = jax.random.normal(key, (n, sketch), x.dtype)
     xt = _numerics.matrix_transpose(x_hat)
     q = _orthonormal_basis(x_hat @ omega)
-    for _ in range(power_iters):
+    for _ in range(iters):
         q = _orthonormal_basis(x_hat @ _orthonormal_basis(xt @ q))
     b_t = xt @ q  # Bᵀ = xᵀQ, (..., n, sketch)
     # SVD of the wide B through a thin QR Bᵀ = Q_b R: LAPACK's SVD of a 26×2048 matrix is

@@ -12,7 +12,7 @@ need a declared view `reshape=`: "conv" ((*window, c_in, c_out) → (prod(window
 
 Public API (signatures with defaults)
 -------------------------------------
-scale_by_polar(*, method="newton_schulz", steps=5, orthogonalizer=None, ns_dtype=None,
+scale_by_polar(*, method="newton_schulz", iters=5, orthogonalizer=None, ns_dtype=None,
                eps=1e-7, scaling="muon", reshape=None, track_stats=True,
                mesh=None, stack_axis=None) -> GradientTransformation
     U ↦ s(fan_in, fan_out) · polar(U) per matrix; same-shaped matrices orthogonalized in one
@@ -23,7 +23,7 @@ scale_by_polar(*, method="newton_schulz", steps=5, orthogonalizer=None, ns_dtype
     State `ScaleByPolarState.nuclear_rank`: {path: nr estimate ⟨U, polar(U)⟩²/‖U‖_F² per matrix}.
 
 muon(learning_rate, *, momentum=0.95, nesterov=True, weight_decay=0.0,
-     method="newton_schulz", steps=5, scaling="muon", ns_dtype=None, eps=1e-7,
+     method="newton_schulz", iters=5, scaling="muon", ns_dtype=None, eps=1e-7,
      adam_learning_rate=None, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8,
      adam_weight_decay=None, label_fn=None, reshape=None, mesh=None, stack_axis=None,
      track_stats=True)
@@ -35,16 +35,16 @@ muon(learning_rate, *, momentum=0.95, nesterov=True, weight_decay=0.0,
     None → learning_rate; adam_weight_decay None → weight_decay on Adam leaves of ndim ≥ 2
     (embeddings, head), 0 on vectors (norm scales, biases).
 
-clip_by_spectral_norm(c, *, kind="soft", steps=None, reshape=None, track_stats=True)
+clip_by_spectral_norm(c, *, kind="soft", iters=None, reshape=None, track_stats=True)
     -> GradientTransformation
     Matrices: soft σ ↦ σ/√(1+σ²/c²) (Newton–Schulz, no SVD) or hard σ ↦ min(σ, c) (SVD).
-    Vectors: soft g/√(1+(‖g‖/c)²), hard g·min(1, c/‖g‖). steps=None picks the Newton–Schulz
-    step count from the spectrum's scale (see `specjax.soft_spectral_clip`).
+    Vectors: soft g/√(1+(‖g‖/c)²), hard g·min(1, c/‖g‖). iters=None picks the Newton–Schulz
+    iteration count from the spectrum's scale (see `specjax.soft_spectral_clip`).
     State `ClipBySpectralNormState.spectral_norm`: {path: ‖U‖₂ before clipping (per matrix;
     ‖g‖₂ for vectors)}.
 
 spectra(base, c, *, learning_rate, weight_decay=0.0, weight_decay_mask=None, pre_clip=None,
-        kind="soft", steps=None, alpha="muon", constant_clr_warmup=0, reshape=None,
+        kind="soft", iters=None, alpha="muon", constant_clr_warmup=0, reshape=None,
         track_stats=True)
     -> GradientTransformation
     SPECTRA (Jiang, Semenov & Stich 2026): X ← (1 − λη) X − α η H_c(U), U = `base`'s direction
@@ -58,7 +58,7 @@ spectra_ademamix(learning_rate, c, *, b1=0.9, b2=0.999, b3=0.9999, alpha_mix=5.0
                  weight_decay=0.0, **spectra_kw)
 
 gated_spectral(learning_rate, *, euclidean="sgd", momentum=0.0, nesterov=False,
-               spectral_learning_rate=None, method="polar_express", steps=8,
+               spectral_learning_rate=None, method="polar_express", iters=8,
                weight_decay=0.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
                label_fn=None, reshape=None) -> GradientTransformationExtraArgs
     Per weight block (label "block"): take the spectral step where nr(U) ≥ st(A) (Davis &
@@ -71,8 +71,8 @@ gated_spectral(learning_rate, *, euclidean="sgd", momentum=0.0, nesterov=False,
 
 Routing helpers: `default_flax_label_fn`, `resolve_labels`, `path_str`.
 
-`optax.inject_hyperparams` works (learning rates may then be injected arrays); `steps` and
-`eps` size the unrolled Newton–Schulz loop, so pass `static_args=("steps", "eps")`.
+`optax.inject_hyperparams` works (learning rates may then be injected arrays); `iters` and
+`eps` size the unrolled Newton–Schulz loop, so pass `static_args=("iters", "eps")`.
 """
 
 from specjax.optim.clip import ClipBySpectralNormState, clip_by_spectral_norm

@@ -64,7 +64,7 @@ def check_unit_interval(name: str, value) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
-def check_steps(name: str, value, *, allow_none: bool = False) -> None:
+def check_iters(name: str, value, *, allow_none: bool = False) -> None:
     """`value` must be an integer ≥ 1 (iteration counts are static: they size the unrolled loop)."""
     if value is None and allow_none:
         return

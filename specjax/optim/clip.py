@@ -5,9 +5,9 @@ inverse square root, no SVD) or hard σ ↦ min(σ, c) (`specjax.hard_spectral_c
 Vectors and scalars: soft g/√(1 + (‖g‖/c)²), hard g·min(1, c/‖g‖).
 
 Both soft maps satisfy ‖H_c(U)‖₂ < c and H_c(U) = U(1 − O(‖U‖²/c²)), so small updates pass
-nearly unchanged. Step count: `steps=None` lets the soft clip iterate until converged (its
-count grows like log(σ_max/c)); a fixed small `steps` under-converges when σ_max/c is large
-(10 steps can be 25–55% off on power-law spectra), never above c.
+nearly unchanged. Iteration count: `iters=None` lets the soft clip iterate until converged (its
+count grows like log(σ_max/c)); a fixed small `iters` under-converges when σ_max/c is large
+(10 iterations can be 25–55% off on power-law spectra), never above c.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ class ClipBySpectralNormState(NamedTuple):
     spectral_norm: dict[str, jax.Array]
 
 
-def clip_matrices(u_Bxmxn: jax.Array, c, kind: str, steps: int | None) -> jax.Array:
+def clip_matrices(u_Bxmxn: jax.Array, c, kind: str, iters: int | None) -> jax.Array:
     """Spectral clip of a stack of matrices at level c (a positive scalar, may be traced)."""
     if kind == "hard":
         return hard_spectral_clip(u_Bxmxn, c)
     u32 = u_Bxmxn.astype(jnp.float32)
-    clipped = soft_spectral_clip(u32, jnp.asarray(c, jnp.float32), steps=steps)
+    clipped = soft_spectral_clip(u32, jnp.asarray(c, jnp.float32), iters=iters)
     return clipped.astype(u_Bxmxn.dtype)
 
 
@@ -66,7 +66,7 @@ def clip_tree(
     c,
     *,
     kind: str,
-    steps: int | None,
+    iters: int | None,
     track_stats: bool,
 ):
     """(clipped updates, {path: norm before clipping}) for a whole tree at clip level c."""
@@ -77,7 +77,7 @@ def clip_tree(
             if track_stats
             else None
         )
-        return clip_matrices(u_Bxmxn, c, kind, steps), norm_B
+        return clip_matrices(u_Bxmxn, c, kind, iters), norm_B
 
     results = map_matrices_batched(clip_and_norm, updates, views)
     new_leaves, norms = {}, {}
@@ -99,17 +99,17 @@ def init_norm_stats(views: dict[str, LeafView], track_stats: bool) -> dict[str, 
     return {path: jnp.zeros(view.stack_shape, jnp.float32) for path, view in views.items()}
 
 
-def check_clip_args(c, kind: str, steps) -> None:
+def check_clip_args(c, kind: str, iters) -> None:
     _validate.check_positive("c", c)
     _validate.check_choice("kind", kind, KINDS)
-    _validate.check_steps("steps", steps, allow_none=True)
+    _validate.check_iters("iters", iters, allow_none=True)
 
 
 def clip_by_spectral_norm(
     c: float,
     *,
     kind: str = "soft",
-    steps: int | None = None,
+    iters: int | None = None,
     reshape=None,
     track_stats: bool = True,
 ) -> optax.GradientTransformation:
@@ -118,7 +118,7 @@ def clip_by_spectral_norm(
     `reshape` declares leaves of ndim > 2 ("conv", "stack", "vector"), as in `scale_by_polar`.
     State records the spectral norm of each update before clipping.
     """
-    check_clip_args(c, kind, steps)
+    check_clip_args(c, kind, iters)
 
     def init_fn(params):
         return ClipBySpectralNormState(init_norm_stats(resolve_views(params, reshape), track_stats))
@@ -127,7 +127,7 @@ def clip_by_spectral_norm(
         del params
         views = resolve_views(updates, reshape)
         clipped, norms = clip_tree(
-            updates, views, c, kind=kind, steps=steps, track_stats=track_stats
+            updates, views, c, kind=kind, iters=iters, track_stats=track_stats
         )
         return clipped, ClipBySpectralNormState(norms)
 

@@ -66,7 +66,7 @@ def gated_spectral(
     nesterov: bool = False,
     spectral_learning_rate: optax.ScalarOrSchedule | None = None,
     method: str = "polar_express",
-    steps: int = 8,
+    iters: int = 8,
     weight_decay: float = 0.0,
     adam_b1: float = 0.9,
     adam_b2: float = 0.999,
@@ -87,7 +87,7 @@ def gated_spectral(
     _validate.check_choice("euclidean", euclidean, EUCLIDEAN)
     _validate.check_unit_interval("momentum", momentum)
     _validate.check_choice("method", method, METHODS)
-    _validate.check_steps("steps", steps)
+    _validate.check_iters("iters", iters)
     _validate.check_nonnegative("weight_decay", weight_decay)
     _validate.check_unit_interval("adam_b1", adam_b1)
     _validate.check_unit_interval("adam_b2", adam_b2)
@@ -99,7 +99,7 @@ def gated_spectral(
         if euclidean == "adam"
         else (optax.identity())
     )
-    orthogonalize = make_orthogonalizer(method, steps, None, 1e-7)
+    orthogonalize = make_orthogonalizer(method, iters, None, 1e-7)
 
     def block_views(tree):
         label_tree = resolve_labels(tree, labels, GATED_LABELS)

@@ -80,7 +80,7 @@ def muon(
     nesterov: bool = True,
     weight_decay: float = 0.0,
     method: str = "newton_schulz",
-    steps: int = 5,
+    iters: int = 5,
     scaling: str | None = "muon",
     ns_dtype=None,
     eps: float = 1e-7,
@@ -109,7 +109,7 @@ def muon(
     _validate.check_nonnegative("weight_decay", weight_decay)
     _validate.check_choice("method", method, METHODS)
     _validate.check_choice("scaling", scaling, SCALINGS)
-    _validate.check_steps("steps", steps)
+    _validate.check_iters("iters", iters)
     _validate.check_unit_interval("adam_b1", adam_b1)
     _validate.check_unit_interval("adam_b2", adam_b2)
     _validate.check_positive("adam_eps", adam_eps)
@@ -121,7 +121,7 @@ def muon(
         scale_by_nesterov_momentum(momentum, nesterov),
         scale_by_polar(
             method=method,
-            steps=steps,
+            iters=iters,
             ns_dtype=ns_dtype,
             eps=eps,
             scaling=scaling,

@@ -70,7 +70,7 @@ def spectra(
     weight_decay_mask=None,
     pre_clip: float | None = None,
     kind: str = "soft",
-    steps: int | None = None,
+    iters: int | None = None,
     alpha: str | None = "muon",
     constant_clr_warmup: int = 0,
     reshape=None,
@@ -81,7 +81,7 @@ def spectra(
     `reshape` declares leaves of ndim > 2 ("conv", "stack", "vector") as in `scale_by_polar`;
     `weight_decay_mask` is optax's mask (tree or params -> tree of bools; None = all leaves).
     """
-    check_clip_args(c, kind, steps)
+    check_clip_args(c, kind, iters)
     _validate.check_learning_rate("learning_rate", learning_rate)
     _validate.check_nonnegative("weight_decay", weight_decay)
     if pre_clip is not None:
@@ -120,12 +120,12 @@ def spectra(
                 p: (v if v.is_matrix else v._replace(kind="vector")) for p, v in views.items()
             }
             updates, pre_norms = _clip_matrices_only(
-                updates, matrix_views, pre_clip, steps=steps, track_stats=track_stats
+                updates, matrix_views, pre_clip, iters=iters, track_stats=track_stats
             )
         direction, base_state = base.update(updates, state.base, params, **extra_args)
         c_t = _clip_level(c, learning_rate, state.count, constant_clr_warmup)
         clipped, norms = clip_tree(
-            direction, views, c_t, kind=kind, steps=steps, track_stats=track_stats
+            direction, views, c_t, kind=kind, iters=iters, track_stats=track_stats
         )
         if alpha is not None:
             clipped = jax.tree_util.tree_map_with_path(
@@ -153,9 +153,9 @@ def _scale_leaf(h, view):
     return h * jnp.asarray(shape_scale(view.fan_in, view.fan_out, "muon"), h.dtype)
 
 
-def _clip_matrices_only(updates, views, c, *, steps, track_stats):
+def _clip_matrices_only(updates, views, c, *, iters, track_stats):
     """Soft-clip matrix leaves at c; vectors untouched (pre-clipping of raw gradients)."""
-    clipped, norms = clip_tree(updates, views, c, kind="soft", steps=steps, track_stats=track_stats)
+    clipped, norms = clip_tree(updates, views, c, kind="soft", iters=iters, track_stats=track_stats)
     keep = {p for p, v in views.items() if not v.is_matrix}
     restored = jax.tree_util.tree_map_with_path(
         lambda p, new, old: old if path_str(p) in keep else new, clipped, updates

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from specjax import nuclear_rank
 
 from . import steps
-from .models import LeastSquaresProblem
+from .problems import LeastSquaresProblem
 
 
 class OneStep(NamedTuple):

@@ -1,6 +1,6 @@
-"""Figures of the spectral-vs-gradient studies, drawn from a run directory's files.
+"""Figures of the spectral-vs-gradient studies, drawn from a run read by `experiments.rundir`.
 
-Each function reads metrics.jsonl / tables/*.parquet of one run and writes one PNG.
+Each function takes one `rundir.Run` (its metrics and tables) and writes one PNG.
 """
 
 from __future__ import annotations
@@ -12,17 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
+
+from experiments.rundir import Run
 
 METHOD_STYLE = {"gd": ("GD", "tab:blue"), "specgd": ("SpecGD", "tab:red")}
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True)
-
-
-def read_table(run_dir: Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(run_dir) / "tables" / f"{name}.parquet")
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:
@@ -34,14 +27,10 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     return path
 
 
-def spiked_rf_figure(run_dir: Path, out_dir: Path) -> Path:
+def spiked_rf_figure(run: Run, out_dir: Path) -> Path:
     """Left: loss of GD, SpecGD and SpecGD restarts (log). Right: nr(∇L) of each vs st(A)."""
-    m = read_metrics(run_dir)
-    restarts = (
-        read_table(run_dir, "restarts")
-        if (run_dir / "tables" / "restarts.parquet").exists()
-        else None
-    )
+    m = run.metrics
+    restarts = run.tables.get("restarts")
     fig, (ax_loss, ax_nr) = plt.subplots(1, 2, figsize=(11, 4))
     floor = 1e-300  # log axes cannot show an exact zero
     if restarts is not None:
@@ -67,13 +56,12 @@ def spiked_rf_figure(run_dir: Path, out_dir: Path) -> Path:
     for ax in (ax_loss, ax_nr):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out_dir, f"spiked_rf_{Path(run_dir).name}")
+    return _save(fig, out_dir, f"spiked_rf_{run.path.name}")
 
 
-def sweep_figure(run_dir: Path, out_dir: Path) -> Path:
+def sweep_figure(run: Run, out_dir: Path) -> Path:
     """Per target: seed-mean nr(∇L) over GD steps per width; nr at steps 0, 1 vs k with the fit."""
-    curves = read_table(run_dir, "nr_curves")
-    fits = read_table(run_dir, "fits")
+    curves, fits = run.tables["nr_curves"], run.tables["fits"]
     targets = list(dict.fromkeys(curves["target"]))
     fig, axes = plt.subplots(len(targets), 2, figsize=(11, 4 * len(targets)), squeeze=False)
     for row, target in enumerate(targets):
@@ -103,12 +91,12 @@ def sweep_figure(run_dir: Path, out_dir: Path) -> Path:
         for ax in (ax_t, ax_k):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(fig, out_dir, f"spiked_rf_sweep_{Path(run_dir).name}")
+    return _save(fig, out_dir, f"spiked_rf_sweep_{run.path.name}")
 
 
-def sparse_regression_figure(run_dir: Path, out_dir: Path) -> Path:
+def sparse_regression_figure(run: Run, out_dir: Path) -> Path:
     """Rows = variants; columns = loss (log), st(A_ℓ) per layer, nr(∇W_ℓ) per layer."""
-    m = read_metrics(run_dir)
+    m = run.metrics
     variants = sorted({c.split("/")[0] for c in m.columns if c.endswith("/loss")})
     fig, axes = plt.subplots(len(variants), 3, figsize=(15, 3.8 * len(variants)), squeeze=False)
     styles = ("-", "--", ":")
@@ -139,12 +127,12 @@ def sparse_regression_figure(run_dir: Path, out_dir: Path) -> Path:
         for ax in axes[row]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(fig, out_dir, f"sparse_regression_{Path(run_dir).name}")
+    return _save(fig, out_dir, f"sparse_regression_{run.path.name}")
 
 
-def swiglu_batch_figure(run_dir: Path, out_dir: Path) -> Path:
+def swiglu_batch_figure(run: Run, out_dir: Path) -> Path:
     """st(A_ℓ) of a SwiGLU MLP at initialisation against the batch size n."""
-    table = read_table(run_dir, "swiglu_batch_sweep")
+    table = run.tables["swiglu_batch_sweep"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for layer, part in table.groupby("layer"):
         ax.semilogx(part["num_samples"], part["stable_rank"], marker="o", label=f"layer {layer}")
@@ -153,12 +141,12 @@ def swiglu_batch_figure(run_dir: Path, out_dir: Path) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, out_dir, f"swiglu_batch_sweep_{Path(run_dir).name}")
+    return _save(fig, out_dir, f"swiglu_batch_sweep_{run.path.name}")
 
 
-def one_step_figure(run_dir: Path, out_dir: Path) -> Path:
+def one_step_figure(run: Run, out_dir: Path) -> Path:
     """Measured ratio of one-step decreases vs the predicted nr/st (log–log), with the bracket."""
-    table = read_table(run_dir, "one_step")
+    table = run.tables["one_step"]
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for family, part in table.groupby("family"):
         ax.loglog(
@@ -176,4 +164,4 @@ def one_step_figure(run_dir: Path, out_dir: Path) -> Path:
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, out_dir, f"one_step_check_{Path(run_dir).name}")
+    return _save(fig, out_dir, f"one_step_check_{run.path.name}")

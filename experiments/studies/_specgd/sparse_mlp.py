@@ -18,6 +18,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from experiments.config import check_choice, check_positive_int
 from specjax import nuclear_rank, spectral_norm, stable_rank
 
 from .steps import nuclear_norm_and_polar
@@ -26,17 +27,10 @@ ACTIVATIONS = ("relu_square", "swiglu")
 NUM_LAYERS = 4
 
 
-def check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return activation
-
-
 def init_weights(key: jax.Array, dim: int, activation: str, dtype=jnp.float64) -> tuple:
     """(W₁, W₂, W₃, W₄) in (out, in) layout; hidden width 4·dim (doubled outputs for SwiGLU)."""
-    check_activation(activation)
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    check_choice(activation, "activation", ACTIVATIONS)
+    check_positive_int(dim, "dim")
     hidden = 4 * dim
     out_mult = 2 if activation == "swiglu" else 1
     shapes = [(hidden * out_mult, dim), (hidden * out_mult, hidden), (hidden * out_mult, hidden)]

@@ -19,9 +19,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from specjax import nuclear_rank, polar, stable_rank
+from experiments.config import check_choice
+from specjax import nuclear_rank, polar
 
-from .models import LeastSquaresProblem
+from .problems import LeastSquaresProblem
 
 METHODS = ("gd", "specgd")
 
@@ -33,23 +34,12 @@ class Smoothness(NamedTuple):
     operator: jax.Array
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method
-
-
 def smoothness(A_kxn: jax.Array) -> Smoothness:
     """Exact smoothness constants of L in the two geometries (σ_max from the SVD)."""
     n = A_kxn.shape[-1]
     frob_sq = jnp.sum(jnp.square(A_kxn))
     op_sq = jnp.linalg.svd(A_kxn, compute_uv=False)[0] ** 2
     return Smoothness(frobenius=op_sq / n, operator=frob_sq / n)
-
-
-def activation_stable_rank(A_kxn: jax.Array) -> jax.Array:
-    """st(A) = ‖A‖_F²/‖A‖₂² = L_op / L_F."""
-    return stable_rank(A_kxn)
 
 
 def loss(W_mxk: jax.Array, problem: LeastSquaresProblem) -> jax.Array:
@@ -82,7 +72,7 @@ def specgd_update(W: jax.Array, G: jax.Array, L: Smoothness) -> jax.Array:
 
 
 def update(method: str, W: jax.Array, G: jax.Array, L: Smoothness) -> jax.Array:
-    check_method(method)
+    check_choice(method, "method", METHODS)
     return gd_update(W, G, L) if method == "gd" else specgd_update(W, G, L)
 
 
@@ -121,7 +111,7 @@ def trajectory(
     Steps use the Gram form of the gradient; the logged loss uses the residual, which
     keeps its relative accuracy down to the 1e-30s.
     """
-    check_method(method)
+    check_choice(method, "method", METHODS)
     if record is None:
         record = jnp.ones((num_steps + 1,), bool)
     S, B = _gram(problem)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from experiments.config import check_choice, check_positive_int
+
 FEATURES = ("relu", "relu_square", "swiglu", "tanh", "linear")
 TARGETS = ("realizable", "teacher_student")
 
@@ -29,21 +31,9 @@ class LeastSquaresProblem(NamedTuple):
     Y_mxn: jax.Array
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_feature(feature: str) -> str:
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    return feature
-
-
 def feature_map(feature: str, key: jax.Array, X_dxn: jax.Array, width: int) -> jax.Array:
     """σ(V X) for a fresh Gaussian V ∈ ℝ^{width×d} scaled 1/√d (two of them for SwiGLU)."""
-    check_feature(feature)
+    check_choice(feature, "feature", FEATURES)
     d = X_dxn.shape[0]
     key_1, key_2 = jax.random.split(key)
     V_kxd = jax.random.normal(key_1, (width, d), X_dxn.dtype) / math.sqrt(d)
@@ -71,12 +61,10 @@ def random_feature_problem(
     dtype=jnp.float64,
 ) -> LeastSquaresProblem:
     """A = σ(V X) ∈ ℝ^{width×num_samples}; Y = W♯ A (realizable) or W̄ σ(V̄ X) (teacher–student)."""
-    _check_positive_int(width, "width")
-    _check_positive_int(input_dim, "input_dim")
-    _check_positive_int(num_samples, "num_samples")
-    check_feature(feature)
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    for value, name in ((width, "width"), (input_dim, "input_dim"), (num_samples, "num_samples")):
+        check_positive_int(value, name)
+    check_choice(feature, "feature", FEATURES)
+    check_choice(target, "target", TARGETS)
     key_x, key_v, key_w, key_teacher = jax.random.split(key, 4)
     X_dxn = jax.random.normal(key_x, (input_dim, num_samples), dtype)
     A_kxn = feature_map(feature, key_v, X_dxn, width)
@@ -93,5 +81,5 @@ def spike_limit(feature: str) -> float:
 
     ReLU: (1/2)/(1/(2π)) = π. Squared ReLU: E[z⁴ 1{z>0}] = 3/2, E[z² 1{z>0}] = 1/2 → 6.
     """
-    check_feature(feature)
+    check_choice(feature, "feature", FEATURES)
     return {"relu": math.pi, "relu_square": 6.0}.get(feature, math.inf)

@@ -1,7 +1,7 @@
-"""Optional remote loggers (wandb) behind a guard that never kills a run.
+"""The wandb mirror of a run directory's metrics, spectra and tables, behind a guard.
 
-Local files are always written by `RunContext`; a `RemoteLogger` only mirrors them.
-Any exception from a remote logger prints ONE warning, disables that logger, and the run goes on.
+Local files are always written by `RunContext`; wandb only mirrors them. Any exception from
+wandb prints ONE warning, disables the mirror, and the run goes on.
 """
 
 from __future__ import annotations
@@ -10,32 +10,22 @@ import os
 import pathlib
 import secrets
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from experiments.config import LoggerConfig
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 
 
-class RemoteLogger:
-    """Interface: every method may raise; `GuardedLogger` absorbs the failures."""
-
-    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None: ...
-
-    def log_spectra(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None: ...
-
-    def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
-
-    def finish(self, exit_code: int = 0) -> None: ...
-
-
-class WandbLogger(RemoteLogger):
+class WandbMirror:
     """wandb mirror; the run id is kept in `<run dir>/wandb_run_id.txt` so a resume continues it."""
 
     def __init__(
         self,
         run_dir: pathlib.Path,
         config: dict,
-        logger_cfg: Mapping[str, Any],
+        logger_cfg: LoggerConfig,
         tags: Mapping[str, Any],
     ):
         import wandb
@@ -44,13 +34,13 @@ class WandbLogger(RemoteLogger):
         id_path = pathlib.Path(run_dir) / WANDB_ID_FILE
         run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
         id_path.write_text(run_id + "\n")
-        mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "online"
+        mode = logger_cfg.mode or os.environ.get("WANDB_MODE") or "online"
         self.run = wandb.init(
-            project=logger_cfg.get("project") or "specjax",
-            entity=logger_cfg.get("entity"),
-            group=logger_cfg.get("group"),
-            tags=list(logger_cfg.get("tags") or []),
-            name=logger_cfg.get("name") or pathlib.Path(run_dir).name,
+            project=logger_cfg.project,
+            entity=logger_cfg.entity,
+            group=logger_cfg.group,
+            tags=list(logger_cfg.tags),
+            name=logger_cfg.name or pathlib.Path(run_dir).name,
             dir=str(run_dir),
             id=run_id,
             resume="allow",
@@ -79,12 +69,12 @@ class WandbLogger(RemoteLogger):
         self.run.finish(exit_code=exit_code)
 
 
-class GuardedLogger:
-    """Wraps a RemoteLogger factory; the first failure prints one warning and disables it."""
+class GuardedMirror:
+    """Wraps a mirror factory; the first failure prints one warning and disables the mirror."""
 
     def __init__(self, name: str, factory):
         self.name = name
-        self.logger: RemoteLogger | None = None
+        self.logger: WandbMirror | None = None
         try:
             self.logger = factory()
         except Exception as err:  # a logger must never kill a run
@@ -125,16 +115,9 @@ class GuardedLogger:
         self.logger = None
 
 
-def make_remote_loggers(
-    kind: str, run_dir, config: dict, logger_cfg, record_tags
-) -> list[GuardedLogger]:
-    """Remote loggers for `logger.kind`: "local" → none, "wandb" → guarded wandb."""
-    if kind == "local":
+def make_mirrors(run_dir, config: dict, logger_cfg: LoggerConfig, record_tags) -> list:
+    """[guarded wandb mirror], or [] when `logger.kind` is local or wandb is disabled."""
+    mode = logger_cfg.mode or os.environ.get("WANDB_MODE")
+    if logger_cfg.kind != "wandb" or mode == "disabled":
         return []
-    if kind == "wandb":
-        if (logger_cfg.get("mode") or os.environ.get("WANDB_MODE")) == "disabled":
-            return []
-        return [
-            GuardedLogger("wandb", lambda: WandbLogger(run_dir, config, logger_cfg, record_tags))
-        ]
-    raise ValueError(f"logger.kind must be 'local' or 'wandb', got {kind!r}")
+    return [GuardedMirror("wandb", lambda: WandbMirror(run_dir, config, logger_cfg, record_tags))]

@@ -1,5 +1,5 @@
-"""What the NanoGPT study logs about spectra: the GPT's named weights, the activation matrix
-feeding each one, and the table rows built from `specjax.diagnostics`.
+"""The GPT's layers by name: each named weight, the activation matrix that feeds it, and the
+spectra rows the NanoGPT study logs for them (built from `specjax.diagnostics`).
 
 Weight `W` of a layer `y = A W` and the matrix `A` that feeds it:
 
@@ -85,7 +85,12 @@ def named_activations(intermediates, cfg: GPTConfig) -> dict[str, jax.Array]:
 
 
 def activation_stable_ranks(
-    acts: Mapping[str, jax.Array], tokens_BxT: jax.Array, cfg: GPTConfig, *, iters: int, tol: float
+    acts: Mapping[str, jax.Array],
+    tokens_BxT: jax.Array,
+    cfg: GPTConfig,
+    *,
+    max_iters: int,
+    tol: float,
 ) -> dict[str, jax.Array]:
     """st(A) of every activation; indicator matrices exactly, the rest by power iteration."""
     out = {
@@ -94,7 +99,7 @@ def activation_stable_ranks(
         "positions": jnp.float32(tokens_BxT.shape[-1]),
     }
     for name, a in acts.items():
-        out[name] = diagnostics.activation_stable_rank(a, iters=iters, tol=tol)
+        out[name] = diagnostics.activation_stable_rank(a, max_iters=max_iters, tol=tol)
     return out
 
 

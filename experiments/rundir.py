@@ -1,0 +1,329 @@
+"""The run directory: its file names and formats, and the only code that writes or reads them.
+
+    <run dir>/
+      config.yaml  overrides.yaml    resolved config; command-line overrides
+      record.json                    git SHA + dirty flag, packages, devices, argv, datasets,
+                                     resumes
+      metrics.jsonl                  one JSON object per logged event: {"step": k, name: value, ...}
+      spectra/step_<k>.parquet       spectra rows logged at step k (with a "step" column)
+      tables/<name>.parquet          result tables of measurement studies
+      checkpoints/<k>/               orbax checkpoints (experiments.runtime.checkpoint)
+      figures/                       PNGs from `python -m experiments.plot`
+      summary.json                   {"status": completed|interrupted|non_finite|failed, ...}
+      final_params.msgpack, nanogpt.json  a trained model for `python -m experiments.sample`
+
+Writers: `append_metrics`, `write_spectra`, `append_table`, `write_record`, `add_dataset`,
+`write_summary`, `truncate_after` (resume). Readers: `load_run`, `load_runs`, `read_metrics`,
+`read_table`. Values are written as plain Python (0-d arrays → numbers, arrays → lists);
+floats round-trip exactly. Every file but the append-only metrics is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+RECORD_FILE = "record.json"
+METRICS_FILE = "metrics.jsonl"
+SPECTRA_DIR = "spectra"
+TABLES_DIR = "tables"
+CHECKPOINT_DIR = "checkpoints"
+FIGURES_DIR = "figures"
+SUMMARY_FILE = "summary.json"
+PARAMS_FILE = "final_params.msgpack"
+MODEL_FILE = "nanogpt.json"
+
+
+# --- writing -----------------------------------------------------------------------------------
+def to_python(value: Any) -> Any:
+    """Plain-Python (JSON / parquet friendly) copy of a metric value."""
+    if isinstance(value, bool | str | int | float) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_python(v) for v in value]
+    array = np.asarray(value)
+    if array.dtype.kind in "biu":
+        return int(array) if array.ndim == 0 else array.tolist()
+    return float(array) if array.ndim == 0 else array.astype(np.float64).tolist()
+
+
+def atomic_write(path: pathlib.Path, data: str | bytes) -> None:
+    """Write to a sibling temporary file, then rename: readers never see half a file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def append_metrics(run_dir: pathlib.Path, step: int, metrics: Mapping[str, Any]) -> dict:
+    """Append one line {"step": step, **metrics} to metrics.jsonl; returns the row written."""
+    row = {"step": int(step), **{str(k): to_python(v) for k, v in metrics.items()}}
+    with (pathlib.Path(run_dir) / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(row, allow_nan=True) + "\n")
+    return row
+
+
+def _arrow_table(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]):
+    import pyarrow as pa
+
+    records = [{**extra, **{str(k): to_python(v) for k, v in r.items()}} for r in rows]
+    columns: dict[str, list] = {}
+    for name in dict.fromkeys(k for r in records for k in r):
+        values = [r.get(name) for r in records]
+        present = [v for v in values if v is not None]
+        # Mixed int/float columns become float64 and lists list<float64>, so part files agree.
+        if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+            if not all(isinstance(v, int) for v in present):
+                values = [None if v is None else float(v) for v in values]
+        elif present and all(isinstance(v, list) for v in present):
+            values = [None if v is None else np.ravel(np.asarray(v, np.float64)).tolist()
+                      for v in values]  # fmt: skip
+        columns[name] = values
+    return pa.table(columns)
+
+
+def write_parquet(path: pathlib.Path, rows: Sequence[Mapping[str, Any]], *, append=False,
+                  extra: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """Rows (dicts) → parquet, atomically; `append` concatenates an existing file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not rows:
+        return
+    table = _arrow_table(rows, extra or {})
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if append and path.exists():
+        table = pa.concat_tables([pq.read_table(path), table], promote_options="permissive")
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def spectra_path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    return pathlib.Path(run_dir) / SPECTRA_DIR / f"step_{int(step):09d}.parquet"
+
+
+def write_spectra(run_dir: pathlib.Path, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Spectra rows of one step → spectra/step_<k>.parquet (a "step" column added)."""
+    path = spectra_path(run_dir, step)
+    write_parquet(path, rows, append=path.exists(), extra={"step": int(step)})
+
+
+def append_table(run_dir: pathlib.Path, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not name or "/" in name:
+        raise ValueError(f"table name must be a non-empty file name, got {name!r}")
+    write_parquet(pathlib.Path(run_dir) / TABLES_DIR / f"{name}.parquet", rows, append=True)
+
+
+def truncate_after(run_dir: pathlib.Path, step: int) -> None:
+    """Drop metric lines (and a torn last line) and spectra files after `step` (on resume)."""
+    path = pathlib.Path(run_dir) / METRICS_FILE
+    if path.exists():
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= step:
+                    kept.append(line + "\n")
+            except json.JSONDecodeError:
+                continue
+        atomic_write(path, "".join(kept))
+    for part in (pathlib.Path(run_dir) / SPECTRA_DIR).glob("step_*.parquet"):
+        if int(part.stem.split("_")[1]) > step:
+            part.unlink()
+
+
+def write_record(run_dir: pathlib.Path, config: Mapping, overrides: Sequence[str],
+                 start: Mapping[str, Any], environment: Mapping[str, Any]) -> dict:  # fmt: skip
+    """Config, overrides and record.json at the start of a run; a re-run appends to "resumes"."""
+    run_dir = pathlib.Path(run_dir)
+    path = run_dir / RECORD_FILE
+    if path.exists():
+        record = json.loads(path.read_text())
+        record.setdefault("resumes", []).append(dict(start))
+    else:
+        record = {"started": dict(start), **environment, "datasets": [], "resumes": []}
+        atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        atomic_write(run_dir / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def add_dataset(run_dir: pathlib.Path, dataset: Mapping[str, Any]) -> None:
+    """Record a dataset's identity in record.json (replacing an entry with the same name)."""
+    path = pathlib.Path(run_dir) / RECORD_FILE
+    record = json.loads(path.read_text()) if path.exists() else {}
+    others = [d for d in record.get("datasets", []) if d.get("name") != dataset["name"]]
+    record["datasets"] = [*others, {k: to_python(v) for k, v in dataset.items()}]
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
+
+
+def write_summary(run_dir: pathlib.Path, payload: Mapping[str, Any]) -> None:
+    atomic_write(pathlib.Path(run_dir) / SUMMARY_FILE,
+                 json.dumps(to_python(dict(payload)), indent=1) + "\n")  # fmt: skip
+
+
+# --- reading -----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+    """One run directory's record and results."""
+
+    path: pathlib.Path
+    config: dict[str, Any]
+    overrides: list[str]
+    record: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: pd.DataFrame
+    spectra: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+
+    @property
+    def study(self) -> str | None:
+        return (self.config.get("study") or {}).get("name")
+
+
+@dataclasses.dataclass
+class Runs:
+    """Several runs stacked into long DataFrames keyed by a `run` column."""
+
+    runs: list[Run]
+    metrics: pd.DataFrame
+    spectra: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    configs: pd.DataFrame  # one row per run: the flattened config
+    config_keys: list[str]  # the config columns added to the stacked frames
+
+
+def _read_yaml(path: pathlib.Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def read_metrics(run_dir: pathlib.Path) -> pd.DataFrame:
+    """metrics.jsonl → one row per step (the train and eval lines of a step merged)."""
+    path = pathlib.Path(run_dir) / METRICS_FILE
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+    if not rows:
+        return pd.DataFrame({"step": pd.Series([], dtype="int64")})
+    return pd.DataFrame(rows).groupby("step", as_index=False, sort=True).first()
+
+
+def _read_parquet_dir(directory: pathlib.Path) -> pd.DataFrame:
+    parts = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    frames = [f for f in (pd.read_parquet(p) for p in parts) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_table(run_dir: pathlib.Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(pathlib.Path(run_dir) / TABLES_DIR / f"{name}.parquet")
+
+
+def is_run_dir(path: pathlib.Path) -> bool:
+    return (path / CONFIG_FILE).exists() and (path / RECORD_FILE).exists()
+
+
+def find_run_dirs(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
+    """Run directories among `paths` and below them (a sweep directory holds one per job)."""
+    found: list[pathlib.Path] = []
+    for raw in paths:
+        path = pathlib.Path(raw).expanduser()
+        if not path.exists():
+            raise ValueError(f"run path {str(path)!r} does not exist")
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        below = sorted({p.parent for p in path.rglob(RECORD_FILE) if is_run_dir(p.parent)})
+        if not below:
+            raise ValueError(
+                f"{str(path)!r} is not a run directory and contains none "
+                f"(no {CONFIG_FILE} + {RECORD_FILE})"
+            )
+        found.extend(below)
+    return found
+
+
+def load_run(path: str | pathlib.Path) -> Run:
+    """Read one run directory (see the module docstring)."""
+    path = pathlib.Path(path).expanduser()
+    if not is_run_dir(path):
+        raise ValueError(f"{str(path)!r} is not a run directory (needs {CONFIG_FILE} and "
+                         f"{RECORD_FILE})")  # fmt: skip
+    tables_dir = path / TABLES_DIR
+    summary = path / SUMMARY_FILE
+    return Run(
+        path=path,
+        config=_read_yaml(path / CONFIG_FILE) or {},
+        overrides=list(_read_yaml(path / OVERRIDES_FILE) or []),
+        record=json.loads((path / RECORD_FILE).read_text()),
+        summary=json.loads(summary.read_text()) if summary.exists() else {"status": "running"},
+        metrics=read_metrics(path),
+        spectra=_read_parquet_dir(path / SPECTRA_DIR),
+        tables={p.stem: pd.read_parquet(p) for p in sorted(tables_dir.glob("*.parquet"))},
+    )
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a.b": 1}; lists are kept as values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_runs(paths: Iterable[str | pathlib.Path] | str | pathlib.Path,
+              config_keys: Iterable[str] | None = None) -> Runs:  # fmt: skip
+    """Load run or sweep directories and stack their frames with a `run` column.
+
+    Each stacked frame also gets the config keys in `config_keys` (default: the keys that differ
+    between the runs, e.g. `optim.name`, `seed`), so `runs.metrics.groupby("optim.name")` works.
+    """
+    if isinstance(paths, str | pathlib.Path):
+        paths = [paths]
+    runs = [load_run(p) for p in find_run_dirs(paths)]
+    configs = pd.DataFrame([{"run": str(r.path), **flatten(r.config)} for r in runs])
+    if config_keys is None:
+        config_keys = [
+            c for c in configs.columns
+            if c != "run" and configs[c].astype(str).nunique(dropna=False) > 1
+        ]  # fmt: skip
+    config_keys = list(config_keys)
+    missing = [k for k in config_keys if k not in configs.columns]
+    if missing:
+        raise ValueError(f"config_keys {missing} not in the runs' configs")
+
+    def stack(frames: list[tuple[Run, pd.DataFrame]]) -> pd.DataFrame:
+        parts = []
+        for run, frame in frames:
+            if len(frame):
+                extra = configs.loc[configs["run"] == str(run.path), config_keys].iloc[0].to_dict()
+                parts.append(frame.assign(run=str(run.path), **extra))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    names = sorted({name for r in runs for name in r.tables})
+    return Runs(
+        runs=runs,
+        metrics=stack([(r, r.metrics) for r in runs]),
+        spectra=stack([(r, r.spectra) for r in runs]),
+        tables={n: stack([(r, r.tables.get(n, pd.DataFrame())) for r in runs]) for n in names},
+        configs=configs,
+        config_keys=config_keys,
+    )
