@@ -36,6 +36,8 @@ RENAMED_KEYS = {
     "optim.clip_steps": "optim.clip_iters",
     "optim.ns_steps": "optim.iters",
 }
+# Whole overrides that no longer work, with what to type instead.
+REPLACED_OVERRIDES = {"study.large=null": "study.large.enabled=false"}
 
 
 def check_positive_int(value: Any, key: str, *, zero_ok: bool = False) -> None:
@@ -147,6 +149,8 @@ def renamed_key_errors(overrides: Sequence[str]) -> list[str]:
         key = override.lstrip("+~").split("=", 1)[0]
         if key in RENAMED_KEYS:
             errors.append(f"{key} was renamed to {RENAMED_KEYS[key]}; use {RENAMED_KEYS[key]}=...")
+        if override.lstrip("+~") in REPLACED_OVERRIDES:
+            errors.append(f"{override} is no longer accepted; use {REPLACED_OVERRIDES[override]}")
     return errors
 
 
@@ -159,7 +163,13 @@ def to_run_config(composed) -> RunConfig:
 
         raise ValueError("no study selected: pick an experiment with +exp=NAME (configs/exp/) "
                          f"or a study with study=NAME; studies: {list(STUDIES)}")  # fmt: skip
-    return OmegaConf.to_object(composed)
+    cfg = OmegaConf.to_object(composed)
+    from experiments.studies import config_class
+
+    if type(cfg.study) is not config_class(cfg.study.name):
+        raise ValueError(f"study.name={cfg.study.name!r} does not match the study group's config "
+                         f"{type(cfg.study).__name__}; choose a study with study=NAME")  # fmt: skip
+    return cfg
 
 
 def compose(overrides: Sequence[str] = ()) -> RunConfig:

@@ -26,6 +26,7 @@ import specjax.optim as so
 from experiments.config import check_choice, check_positive_int
 
 SCHEDULES = ("constant", "cosine", "linear")
+POLAR_METHODS = ("newton_schulz", "polar_express", "svd")
 
 
 def _check_number(value: Any, key: str, low: float, high: float, *, low_open=False, high_open=True):
@@ -38,14 +39,6 @@ def _check_number(value: Any, key: str, low: float, high: float, *, low_open=Fal
     if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"optim.{key} must be a finite number in {interval}, got {value!r}")
-
-
-def _positive(value: Any, key: str) -> None:
-    _check_number(value, key, 0.0, math.inf, low_open=True)
-
-
-def _fraction(value: Any, key: str) -> None:
-    _check_number(value, key, 0.0, 1.0)
 
 
 def _matrices_only(params):
@@ -67,20 +60,33 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
     needs_activation_stable_ranks: ClassVar[bool] = False
+    # Value checks by kind (None = unset is allowed for every optional key).
+    positive: ClassVar[tuple[str, ...]] = ("lr", "clip_grad_norm")  # finite, > 0
+    fractions: ClassVar[tuple[str, ...]] = ()  # momenta and β: in [0, 1)
+    non_negative: ClassVar[tuple[str, ...]] = ("weight_decay",)  # finite, ≥ 0
+    counts: ClassVar[tuple[str, ...]] = ()  # iteration counts: int ≥ 1
+    choices: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES}
 
     def __post_init__(self) -> None:
         expected = next(k for k, v in OPTIMIZERS.items() if isinstance(self, v))
         if self.name != expected:
             raise ValueError(f"optim.name={self.name!r} does not match optim={expected}")
-        _positive(self.lr, "lr")
-        check_choice(self.schedule, "optim.schedule", SCHEDULES)
+        given = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        given = {k: v for k, v in given.items() if v is not None}
+        for key in (k for k in self.positive if k in given):
+            _check_number(given[key], key, 0.0, math.inf, low_open=True)
+        for key in (k for k in self.fractions if k in given):
+            _check_number(given[key], key, 0.0, 1.0)
+        for key in (k for k in self.non_negative if k in given):
+            _check_number(given[key], key, 0.0, math.inf)
+        for key in (k for k in self.counts if k in given):
+            check_positive_int(given[key], f"optim.{key}")
+        for key, allowed in self.choices.items():
+            check_choice(getattr(self, key), f"optim.{key}", allowed)
         check_positive_int(self.warmup_steps, "optim.warmup_steps", zero_ok=True)
         if self.decay_steps is not None:
             check_positive_int(self.decay_steps, "optim.decay_steps")
         _check_number(self.min_lr_ratio, "min_lr_ratio", 0.0, 1.0, high_open=False)
-        if self.clip_grad_norm is not None:
-            _positive(self.clip_grad_norm, "clip_grad_norm")
-        _check_number(self.weight_decay, "weight_decay", 0.0, math.inf)
 
     def learning_rate(self, total_steps: int | None = None, peak: float | None = None):
         """The schedule: warm-up to `peak` (default `lr`), then constant / cosine / linear."""
@@ -125,11 +131,8 @@ class AdamWConfig(OptimizerConfig):
     eps: float = 1e-8
     decay_matrices_only: bool = True  # False decays every leaf, norm scales included
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.b1, "b1")
-        _fraction(self.b2, "b2")
-        _positive(self.eps, "eps")
+    positive = (*OptimizerConfig.positive, "eps")
+    fractions = ("b1", "b2")
 
     def transform(self, lr, total_steps):
         mask = _matrices_only if self.decay_matrices_only else None
@@ -147,9 +150,7 @@ class SGDConfig(OptimizerConfig):
     momentum: float = 0.0
     nesterov: bool = False
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.momentum, "momentum")
+    fractions = ("momentum",)
 
     def transform(self, lr, total_steps):
         tx = optax.sgd(lr, momentum=self.momentum or None, nesterov=self.nesterov)
@@ -175,17 +176,13 @@ class MuonConfig(OptimizerConfig):
     adam_eps: float = 1e-8
     adam_weight_decay: float | None = None  # None = weight_decay
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.momentum, "momentum")
-        check_positive_int(self.iters, "optim.iters")
-        if self.adam_lr is not None:
-            _positive(self.adam_lr, "adam_lr")
-        _fraction(self.adam_b1, "adam_b1")
-        _fraction(self.adam_b2, "adam_b2")
-        _positive(self.adam_eps, "adam_eps")
-        if self.adam_weight_decay is not None:
-            _check_number(self.adam_weight_decay, "adam_weight_decay", 0.0, math.inf)
+    positive = (*OptimizerConfig.positive, "adam_lr", "adam_eps")
+    fractions = ("momentum", "adam_b1", "adam_b2")
+    non_negative = ("weight_decay", "adam_weight_decay")
+    counts = ("iters",)
+    choices: ClassVar[dict[str, tuple]] = {
+        **OptimizerConfig.choices, "method": POLAR_METHODS, "scaling": so.SCALINGS
+    }
 
     def transform(self, lr, total_steps):
         adam_lr = None if self.adam_lr is None else self.learning_rate(total_steps, self.adam_lr)
@@ -210,14 +207,9 @@ class OptaxMuonConfig(OptimizerConfig):
     adam_b1: float = 0.9
     adam_b2: float = 0.999
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.beta, "beta")
-        check_positive_int(self.iters, "optim.iters")
-        if self.adam_lr is not None:
-            _positive(self.adam_lr, "adam_lr")
-        _fraction(self.adam_b1, "adam_b1")
-        _fraction(self.adam_b2, "adam_b2")
+    positive = (*OptimizerConfig.positive, "adam_lr")
+    fractions = ("beta", "adam_b1", "adam_b2")
+    counts = ("iters",)
 
     def transform(self, lr, total_steps):
         from optax.contrib import muon
@@ -241,16 +233,11 @@ class SpectraConfig(OptimizerConfig):
     alpha: str | None = "muon"  # muon | None
     constant_clr_warmup: int = 0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self.c, "c")
-        if self.pre_clip is not None:
-            _positive(self.pre_clip, "pre_clip")
-        check_choice(self.kind, "optim.kind", ("soft", "hard"))
-        if self.clip_iters is not None:
-            check_positive_int(self.clip_iters, "optim.clip_iters")
-        check_choice(self.alpha, "optim.alpha", ("muon", None))
-        check_positive_int(self.constant_clr_warmup, "optim.constant_clr_warmup", zero_ok=True)
+    positive = (*OptimizerConfig.positive, "c", "pre_clip")
+    counts = ("clip_iters",)
+    choices: ClassVar[dict[str, tuple]] = {
+        **OptimizerConfig.choices, "kind": ("soft", "hard"), "alpha": ("muon", None)
+    }
 
     def spectra_kwargs(self) -> dict[str, Any]:
         return {
@@ -267,11 +254,8 @@ class SpectraAdamWConfig(SpectraConfig):
     b2: float = 0.999
     eps: float = 1e-8
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.b1, "b1")
-        _fraction(self.b2, "b2")
-        _positive(self.eps, "eps")
+    positive = (*SpectraConfig.positive, "eps")
+    fractions = ("b1", "b2")
 
     def transform(self, lr, total_steps):
         return so.spectra_adamw(
@@ -285,9 +269,7 @@ class SpectraSignumConfig(SpectraConfig):
     momentum: float = 0.9
     nesterov: bool = True
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _fraction(self.momentum, "momentum")
+    fractions = ("momentum",)
 
     def transform(self, lr, total_steps):
         return so.spectra_signum(
@@ -304,12 +286,9 @@ class SpectraAdEMAMixConfig(SpectraConfig):
     alpha_mix: float = 5.0
     eps: float = 1e-8
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for key in ("b1", "b2", "b3"):
-            _fraction(getattr(self, key), key)
-        _check_number(self.alpha_mix, "alpha_mix", 0.0, math.inf)
-        _positive(self.eps, "eps")
+    positive = (*SpectraConfig.positive, "eps")
+    fractions = ("b1", "b2", "b3")
+    non_negative = ("weight_decay", "alpha_mix")
 
     def transform(self, lr, total_steps):
         return so.spectra_ademamix(
@@ -335,17 +314,12 @@ class GatedSpectralConfig(OptimizerConfig):
     adam_eps: float = 1e-8
 
     needs_activation_stable_ranks: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice(self.euclidean, "optim.euclidean", ("sgd", "adam"))
-        _fraction(self.momentum, "momentum")
-        if self.spectral_lr is not None:
-            _positive(self.spectral_lr, "spectral_lr")
-        check_positive_int(self.iters, "optim.iters")
-        _fraction(self.adam_b1, "adam_b1")
-        _fraction(self.adam_b2, "adam_b2")
-        _positive(self.adam_eps, "adam_eps")
+    positive = (*OptimizerConfig.positive, "spectral_lr", "adam_eps")
+    fractions = ("momentum", "adam_b1", "adam_b2")
+    counts = ("iters",)
+    choices: ClassVar[dict[str, tuple]] = {
+        **OptimizerConfig.choices, "euclidean": ("sgd", "adam"), "method": POLAR_METHODS
+    }
 
     def transform(self, lr, total_steps):
         return so.gated_spectral(

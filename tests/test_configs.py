@@ -117,6 +117,7 @@ def test_unknown_experiment_and_optimizer_list_the_valid_ones():
         ("seed=-1", "seed must be an int >= 0"),
         ("study.noise=-1.0", "study.noise must be >= 0"),
         ("study.val_size=0", "study.val_size must be a positive int, got 0"),
+        ("study.name=nanogpt", "study.name='nanogpt' does not match the study group's config"),
     ],
 )
 def test_bad_values_are_rejected_before_compile(override, message):
@@ -130,6 +131,11 @@ def test_bad_values_are_rejected_before_compile(override, message):
         ("adamw", "optim.b1=1.0", r"optim.b1 must be a finite number in \[0.0, 1.0\)"),
         ("adamw", "optim.eps=0", r"optim.eps must be a finite number in \(0.0, inf\)"),
         ("muon", "optim.iters=0", "optim.iters must be a positive int, got 0"),
+        ("muon", "optim.method=newton", "optim.method must be one of"),
+        ("muon", "optim.adam_b2=1.5", r"optim.adam_b2 must be a finite number in \[0.0, 1.0\)"),
+        ("muon", "optim.adam_weight_decay=-1.0", "optim.adam_weight_decay must be a finite"),
+        ("spectra_adamw", "optim.c=0", r"optim.c must be a finite number in \(0.0, inf\)"),
+        ("spectra_adamw", "optim.clip_iters=0", "optim.clip_iters must be a positive int"),
         ("spectra_adamw", "optim.kind=medium", "optim.kind must be one of"),
         ("gated_spectral", "optim.euclidean=lion", "optim.euclidean must be one of"),
     ],
@@ -159,6 +165,9 @@ def test_renamed_keys_name_their_new_name():
         "optim.steps was renamed to optim.iters; use optim.iters=...",
     ]
     assert renamed_key_errors(["optim.iters=5", "trainer.max_steps=3"]) == []
+    assert renamed_key_errors(["study.large=null"]) == [
+        "study.large=null is no longer accepted; use study.large.enabled=false"
+    ]
 
 
 def test_batch_not_divisible_by_devices_names_the_count():

@@ -148,3 +148,15 @@ def test_wandb_offline_run_keeps_its_id_across_resume(tmp_path, mode):
     assert second.returncode == 0 and "WARNING" not in err, err[-2000:]
     assert (tmp_path / "wandb_run_id.txt").read_text().strip() == run_id
     assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+
+
+def test_same_config_same_numbers_with_xla_optimizations_on(tmp_path):
+    """Determinism with the compiler's optimizations on (the rest of the suite turns them off)."""
+    env = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "false"}
+    args = ["trainer.max_steps=30", "trainer.log_every=1", "trainer.progress=off"]
+    procs = [launch(tmp_path / name, *args, env=env) for name in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+    a, b = ((tmp_path / name / "metrics.jsonl").read_text() for name in ("a", "b"))
+    assert a == b and len(a.splitlines()) >= 30

@@ -190,3 +190,10 @@ def test_runs_loader_and_plot(reference, tmp_path):
         paths == [tmp_path / "sweep" / "figures" / "quickstart_loss.png"]
         and paths[0].stat().st_size > 1000
     )
+
+
+def test_resume_with_another_seed_is_refused(reference, tmp_path):
+    ref_dir, _ = reference
+    shutil.copytree(ref_dir, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"written with seed=0 but this run has seed=1"):
+        run(tmp_path / "run", "seed=1", "trainer.max_steps=50")

@@ -147,10 +147,24 @@ def test_adamw_and_sgd_match_optax():
 
 def test_muon_adam_lr_follows_the_schedule():
     """adam_lr is the AdamW group's peak: it warms up and decays with the Muon group's lr."""
+    import specjax.optim as so
+
     cfg = OPTIMIZERS["muon"](lr=0.02, adam_lr=4e-3, schedule="cosine", warmup_steps=4)
     peak, adam = cfg.learning_rate(20), cfg.learning_rate(20, cfg.adam_lr)
     for t in (0, 2, 4, 12, 20):
         np.testing.assert_allclose(float(adam(t)), float(peak(t)) * 4e-3 / 0.02, rtol=1e-6)
+    # the built optimizer uses both schedules: compare with specjax.optim.muon given them
+    warm_cos = optax.warmup_cosine_decay_schedule
+    ref = so.muon(warm_cos(0.0, 0.02, 4, 20), adam_learning_rate=warm_cos(0.0, 4e-3, 4, 20))
+    params = {"dense": {"kernel": jnp.linspace(-1.0, 1.0, 24).reshape(6, 4), "bias": jnp.ones(4)}}
+    grads = jax.tree_util.tree_map(lambda p: jnp.cos(p) + 0.1, params)
+    ours = cfg.build(20)
+    s1, s2 = ours.init(params), ref.init(params)
+    for _ in range(6):
+        u1, s1 = ours.update(grads, s1, params)
+        u2, s2 = ref.update(grads, s2, params)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), u1, u2)
+    assert float(jnp.abs(u1["dense"]["bias"]).max()) > 0  # the AdamW group moved too
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

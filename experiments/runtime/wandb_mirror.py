@@ -80,10 +80,6 @@ class GuardedMirror:
         except Exception as err:  # a logger must never kill a run
             self._fail(err)
 
-    @property
-    def active(self) -> bool:
-        return self.logger is not None
-
     def _fail(self, err: BaseException) -> None:
         self.logger = None
         print(

@@ -4,10 +4,10 @@ Each entry of `study.variants` trains the same initial network twice, full batch
 `gd` (every layer a GD step) and `specgd` (layers in `spectral_layers` spectral, the rest
 GD), each step scaled per layer by n/‖A_{ℓ−1}‖² times the variant's learning rate (see
 `_specgd.sparse_mlp`); variant i draws its data from ctx.key("data", i) and its
-initialisation from ctx.key("init", i). Every `log_every` steps it logs, per method, the loss, st(A_ℓ) of
-each hidden post-activation and nr(∇W_ℓ) of layers 1–3. Separately, the SwiGLU network's
-st(A_ℓ) at initialisation is measured for each n in `swiglu_batch_sizes` (tables/
-swiglu_batch_sweep): with no mean spike it grows with the batch size.
+initialisation from ctx.key("init", i). Every `log_every` steps it logs, per method, the
+loss, st(A_ℓ) of each hidden post-activation and nr(∇W_ℓ) of layers 1–3. Separately, the
+SwiGLU network's st(A_ℓ) at initialisation is measured for each n in `swiglu_batch_sizes`
+(tables/swiglu_batch_sweep): with no mean spike it grows with the batch size.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class Variant:
 @dataclasses.dataclass
 class Config:
     """Learning rates are the official damek/specgd ones (relu_square: 0.081 / 0.1; SwiGLU
-    n=512: 0.01 / 0.025). The paper runs 2000 steps (its scripts 400); 400 here keeps the
-    default under ~3 min on a 2-core CPU."""
+    n=512: 0.01 / 0.025). The paper runs 2000 steps, its scripts 400, as here (two exact
+    512×512 SVDs per SpecGD step)."""
 
     name: str = "sparse_regression"
     spectral_layers: list[int] = dataclasses.field(default_factory=lambda: [2, 3])
