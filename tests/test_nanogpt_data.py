@@ -23,7 +23,7 @@ def nowhere(tmp_path, monkeypatch):
 
 def test_explicit_shakespeare_never_falls_back(nowhere):
     with pytest.raises(FileNotFoundError) as info:
-        data.load_corpus("shakespeare_char", fallback=None)
+        data.CharDataConfig("shakespeare_char", fallback=None).load()
     message = str(info.value)
     assert str(nowhere / "env" / "tinyshakespeare.txt") in message
     assert str(nowhere / "cache" / "tinyshakespeare.txt") in message
@@ -32,7 +32,7 @@ def test_explicit_shakespeare_never_falls_back(nowhere):
 
 def test_offline_fallback_is_loud_and_recorded(nowhere, capsys):
     with pytest.warns(UserWarning, match="offline corpus"):
-        corpus = data.load_corpus("shakespeare_char", fallback="stdlib_source")
+        corpus = data.CharDataConfig("shakespeare_char", fallback="stdlib_source").load()
     assert "FALLING BACK" in capsys.readouterr().err
     assert corpus.name == "stdlib_source"
     assert corpus.sha256 == hashlib.sha256(data.stdlib_source_text().encode()).hexdigest()
@@ -45,9 +45,9 @@ def test_found_file_is_checksummed(tmp_path, monkeypatch):
     path = tmp_path / "input.txt"
     path.write_text(text)
     with pytest.raises(ValueError, match="sha256"):
-        data.load_corpus("shakespeare_char", path=str(path), download=False)
+        data.CharDataConfig("shakespeare_char", path=str(path), download=False).load()
     monkeypatch.setattr(data, "SHAKESPEARE_SHA256", hashlib.sha256(text.encode()).hexdigest())
-    corpus = data.load_corpus("shakespeare_char", path=str(path), download=False)
+    corpus = data.CharDataConfig("shakespeare_char", path=str(path), download=False).load()
     assert corpus.source == str(path) and corpus.chars == "".join(sorted(set(text)))
     assert corpus.decode(np.concatenate([corpus.train_tokens, corpus.val_tokens])) == text
 
@@ -57,7 +57,8 @@ def test_env_dir_is_used(tmp_path, monkeypatch):
     (tmp_path / "tinyshakespeare.txt").write_text(text)
     monkeypatch.setenv("SPECJAX_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(data, "SHAKESPEARE_SHA256", hashlib.sha256(text.encode()).hexdigest())
-    assert data.load_corpus("shakespeare_char", download=False).source.startswith(str(tmp_path))
+    corpus = data.CharDataConfig("shakespeare_char", download=False).load()
+    assert corpus.source.startswith(str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_env_dir_is_used(tmp_path, monkeypatch):
 )
 def test_bad_data_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        data.load_corpus(**kwargs)
+        data.CharDataConfig(**kwargs).load()
 
 
 def test_batches_are_pure_functions_of_key_and_step():

@@ -197,3 +197,13 @@ def test_resume_with_another_seed_is_refused(reference, tmp_path):
     shutil.copytree(ref_dir, tmp_path / "run")
     with pytest.raises(ValueError, match=r"written with seed=0 but this run has seed=1"):
         run(tmp_path / "run", "seed=1", "trainer.max_steps=50")
+
+
+def test_last_step_is_logged_evaluated_and_saved_off_cadence(tmp_path):
+    """max_steps not a multiple of any cadence: the last step still logs, evaluates and saves."""
+    run(tmp_path, "trainer.max_steps=23", "trainer.spectra_every=0")
+    metrics = load_run(tmp_path).metrics
+    assert list(metrics.dropna(subset=["loss"])["step"]) == [5, 10, 15, 20, 23]
+    assert list(metrics.dropna(subset=["val_loss"])["step"]) == [10, 20, 23]
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [10, 20, 23] and not (tmp_path / "spectra").exists()

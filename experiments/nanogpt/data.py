@@ -174,7 +174,33 @@ class CharDataConfig:
             raise ValueError(f"data.train_fraction must be in (0, 1), got {self.train_fraction!r}")
 
     def load(self) -> CharCorpus:
-        return load_corpus(self.name, self.path, self.fallback, self.download, self.train_fraction)
+        """Resolve and split the corpus; see the module docstring for the search order."""
+        if self.name == "stdlib_source":
+            version = f"python stdlib {sys.version_info.major}.{sys.version_info.minor}"
+            return split_corpus(self.name, stdlib_source_text(), version, self.train_fraction)
+        raw, found = find_shakespeare(self.path, self.download)
+        if raw is not None:
+            return split_corpus(self.name, raw.decode("utf-8"), found, self.train_fraction)
+        how = (
+            f"download it from {SHAKESPEARE_URL} (sha256 {SHAKESPEARE_SHA256}) and pass "
+            "data.path=/path/to/input.txt, or put it at $SPECJAX_DATA_DIR/"
+            f"{SHAKESPEARE_FILENAME}, or at {found[-2] if self.download else found[-1]}"
+        )
+        if self.fallback is None:
+            raise FileNotFoundError(
+                f"Tiny Shakespeare not found; looked in: {', '.join(found)}. To provide it: {how}."
+            )
+        banner = "=" * 78
+        message = (
+            f"\n{banner}\nTiny Shakespeare NOT FOUND (looked in: {', '.join(found)}).\n"
+            f"FALLING BACK to the offline corpus '{self.fallback}' (Python standard-library "
+            "source).\n"
+            f"Results are NOT comparable to Shakespeare runs. To use Shakespeare: {how}.\n{banner}"
+        )
+        print(message, file=sys.stderr)
+        warnings.warn(f"training on offline corpus {self.fallback!r}: Tiny Shakespeare not found",
+                      stacklevel=2)  # fmt: skip
+        return CharDataConfig(self.fallback, train_fraction=self.train_fraction).load()
 
 
 DATASETS = {
@@ -187,43 +213,6 @@ DATASETS = {
     # its sha256 depends on the Python version.
     "stdlib_source": CharDataConfig(name="stdlib_source", download=False),
 }
-
-
-def load_corpus(
-    name: str,
-    path: str | None = None,
-    fallback: str | None = None,
-    download: bool = True,
-    train_fraction: float = 0.9,
-) -> CharCorpus:
-    """Resolve and split a character corpus; see the module docstring for the search order."""
-    CharDataConfig(name, path, fallback, download, train_fraction)  # checks the arguments
-    if name == "stdlib_source":
-        version = f"python stdlib {sys.version_info.major}.{sys.version_info.minor}"
-        return split_corpus(name, stdlib_source_text(), version, train_fraction)
-    raw, found = find_shakespeare(path, download)
-    if raw is not None:
-        return split_corpus(name, raw.decode("utf-8"), found, train_fraction)
-    how = (
-        f"download it from {SHAKESPEARE_URL} (sha256 {SHAKESPEARE_SHA256}) and pass "
-        "data.path=/path/to/input.txt, or put it at $SPECJAX_DATA_DIR/"
-        f"{SHAKESPEARE_FILENAME}, or at {found[-2] if download else found[-1]}"
-    )
-    if fallback is None:
-        raise FileNotFoundError(
-            f"Tiny Shakespeare not found; looked in: {', '.join(found)}. To provide it: {how}."
-        )
-    banner = "=" * 78
-    message = (
-        f"\n{banner}\nTiny Shakespeare NOT FOUND (looked in: {', '.join(found)}).\n"
-        f"FALLING BACK to the offline corpus '{fallback}' (Python standard-library source).\n"
-        f"Results are NOT comparable to Shakespeare runs. To use Shakespeare: {how}.\n{banner}"
-    )
-    print(message, file=sys.stderr)
-    warnings.warn(
-        f"training on offline corpus {fallback!r}: Tiny Shakespeare not found", stacklevel=2
-    )
-    return load_corpus(fallback, train_fraction=train_fraction)
 
 
 def make_batch_fn(tokens: np.ndarray, batch_size: int, context_length: int):

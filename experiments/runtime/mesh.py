@@ -14,17 +14,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
-# Environment variables that mean "this process is one of several hosts".
-_MULTIHOST_ENV = (
-    "JAX_COORDINATOR_ADDRESS",
-    "COORDINATOR_ADDRESS",
-    "TPU_WORKER_HOSTNAMES",
-    "MEGASCALE_COORDINATOR_ADDRESS",
-    "SLURM_NTASKS",
-    "OMPI_COMM_WORLD_SIZE",
-)
-
-
 def looks_multihost() -> bool:
     """True when the environment says several processes were launched together."""
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
