@@ -1,13 +1,12 @@
 """What the NTK studies (ntk_rank, ntk_width, ntk_sketch) share: config fields and helpers.
 
 `NTKConfig` holds the fields all three have; each study's `Config` subclasses it, re-declaring
-`name` (which stays the first field) and any default it changes. `model_and_inputs` and `ntk`
-build a model, its inputs and its exact kernel from such a config; `read_tables` stacks a
-result table over run directories for the plots.
+`name` (which stays the first field) and any default it changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -79,6 +78,18 @@ class NTKConfig:
             raise ValueError(f"{n_key} must be ≤ {MAX_N[dataset]} (the size of {dataset}), "
                              f"got {n}")  # fmt: skip
 
+    @staticmethod
+    def check_nonempty(values: Sequence, key: str, what: str) -> None:
+        if not values:
+            raise ValueError(f"{key} must be a non-empty list of {what}, got []")
+
+    @staticmethod
+    def check_at_least(value: int, key: str, low: int, why: str) -> None:
+        """`check_positive_int`, then ValueError naming `key` unless value ≥ low (for `why`)."""
+        check_positive_int(value, key)
+        if value < low:
+            raise ValueError(f"{key} must be ≥ {low} ({why}), got {value}")
+
     def check_data_files(self, datasets: Sequence[str]) -> None:
         """Fail before any compute if a data set on disk is missing (with what to do)."""
         if "cifar10" in datasets:
@@ -105,10 +116,8 @@ def read_tables(run_dirs: Sequence[Path], name: str) -> pd.DataFrame:
     """Table `name` of every run that has one, stacked (a run that failed early has none)."""
     frames = []
     for run_dir in run_dirs:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             frames.append(rundir.read_table(run_dir, name))
-        except FileNotFoundError:
-            continue
     if not frames:
         raise ValueError(f"none of the runs {[str(d) for d in run_dirs]} has a {name!r} table")
     return pd.concat(frames, ignore_index=True)

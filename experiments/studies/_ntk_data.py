@@ -1,13 +1,10 @@
 """Inputs for the NTK studies: i.i.d. Gaussian images, sklearn 8×8 digits, CIFAR-10 (local).
 
-Every loader returns `(x_NxHxWxC float32, identity)` where identity = {name, size, sha256}
-(sha256 of the float32 bytes actually used) for `ctx.record_dataset`. Draws are a pure
-function of the key: same seed ⇒ same inputs.
-
-CIFAR-10 is never fetched implicitly: it is read from
-`<data_dir>/cifar-10-python.tar.gz` (default data_dir `$SPECJAX_DATA_DIR`, else the
-platformdirs user cache `…/specjax/cifar10`) and verified against the archive's published
-MD5 before use. `download=True` tries the official URL once (a clear error when offline).
+Every loader returns `(x_NxHxWxC float32, identity)`, identity = {name, size, sha256 of the
+float32 bytes used} for `ctx.record_dataset`; draws are a pure function of the key.
+CIFAR-10 is never fetched implicitly: `<data_dir>/cifar-10-python.tar.gz` (data_dir default
+`$SPECJAX_DATA_DIR`, else the platformdirs user cache `…/specjax/cifar10`) is checked against
+the published MD5; `download=True` tries the official URL once (a clear error when offline).
 """
 
 from __future__ import annotations
@@ -22,6 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from experiments.config import check_choice
+
 DATASETS = ("gaussian", "digits", "cifar10")
 DIGITS_SIZE = 1797
 CIFAR10_SIZE = 50_000  # training images
@@ -35,11 +34,8 @@ class DatasetUnavailable(FileNotFoundError):
 
 
 def _identity(name: str, x: np.ndarray) -> dict:
-    return {
-        "name": name,
-        "size": int(x.shape[0]),
-        "sha256": hashlib.sha256(x.tobytes()).hexdigest(),
-    }
+    sha256 = hashlib.sha256(x.tobytes()).hexdigest()
+    return {"name": name, "size": int(x.shape[0]), "sha256": sha256}
 
 
 def _permutation(key: jax.Array, total: int, n: int) -> np.ndarray:
@@ -76,14 +72,6 @@ def cifar10_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("specjax")) / "cifar10"
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cifar10_archive(data_dir=None, download: bool = False) -> Path:
     """Path of the verified CIFAR-10 archive; fetch it once if `download`, else explain."""
     root = cifar10_dir(data_dir)
@@ -104,7 +92,8 @@ def cifar10_archive(data_dir=None, download: bool = False) -> Path:
                 f"be offline. Place {CIFAR10_ARCHIVE} in {root} by hand."
             ) from err
         path.with_suffix(".part").rename(path)
-    md5 = _md5(path)
+    with open(path, "rb") as f:
+        md5 = hashlib.file_digest(f, "md5").hexdigest()
     if md5 != CIFAR10_MD5:
         raise DatasetUnavailable(
             f"{path} has MD5 {md5}, expected {CIFAR10_MD5}: corrupt or wrong file"
@@ -131,10 +120,6 @@ def cifar10(
 
 def load(name: str, key: jax.Array, n: int, **cifar_kwargs) -> tuple[np.ndarray, dict]:
     """Dispatch by name: "gaussian" (8×8×1 like the digits), "digits", "cifar10"."""
-    if name == "gaussian":
-        return gaussian_images(key, n)
-    if name == "digits":
-        return digits(key, n)
-    if name == "cifar10":
-        return cifar10(key, n, **cifar_kwargs)
-    raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    check_choice(name, "dataset", DATASETS)
+    loader = {"gaussian": gaussian_images, "digits": digits, "cifar10": cifar10}[name]
+    return loader(key, n, **cifar_kwargs)

@@ -1,18 +1,14 @@
 """Models for the NTK effective-rank studies: an MLP and a ResNet-20-style CNN (flax linen).
 
-`ResNet` follows He et al.'s CIFAR ResNets: a 3×3 stem of `width` channels, three
-stages of (depth − 2)/6 basic blocks with widths (w, 2w, 4w) and stride 2 between
-stages, global average pooling and a dense head (depth 20 → 3 blocks per stage).
-Normalization `norm`:
-  "bn_eval": BatchNorm in inference mode with its initial running statistics (mean 0,
-             variance 1), i.e. the per-channel affine y = γx + β with γ = 1, β = 0 at
-             init; its γ, β are parameters and enter the NTK. This is what a standard
-             ResNet's NTK at initialization evaluates to in eval mode. Batch-statistics
-             BatchNorm is not offered: it couples the examples of a batch, so k(x, x')
-             would depend on the rest of the batch.
+`ResNet` follows He et al.'s CIFAR ResNets: a 3×3 stem of `width` channels, three stages of
+(depth − 2)/6 basic blocks of widths (w, 2w, 4w), stride 2 between stages, global average
+pooling and a dense head; He-normal (fan-in) convolutions. Normalization `norm`:
+  "bn_eval": inference-mode BatchNorm at its initial statistics, y = γx + β per channel
+             (γ = 1, β = 0 at init; both enter the NTK): a standard ResNet's NTK at init in
+             eval mode. Batch-statistics BatchNorm is not offered: it couples a batch's
+             examples, so k(x, x') would depend on the rest of the batch.
   "layer":   LayerNorm over channels at each position (per example).
   "none":    no normalization.
-Convolutions use He-normal initialization (fan-in), as in common ResNet code.
 """
 
 from __future__ import annotations
@@ -20,6 +16,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from experiments.config import check_choice, check_positive_int
 
 MODEL_NAMES = ("mlp", "resnet")
 NORMS = ("bn_eval", "layer", "none")
@@ -44,6 +42,11 @@ def _norm(kind: str) -> nn.Module:
     return lambda x: x
 
 
+def _conv(width: int, kernel: int, stride: int = 1) -> nn.Conv:
+    he_normal = nn.initializers.he_normal()
+    return nn.Conv(width, (kernel, kernel), strides=stride, use_bias=False, kernel_init=he_normal)
+
+
 class BasicBlock(nn.Module):
     width: int
     stride: int
@@ -51,13 +54,10 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = lambda w, k, s: nn.Conv(  # noqa: E731
-            w, (k, k), strides=(s, s), use_bias=False, kernel_init=nn.initializers.he_normal()
-        )
-        y = nn.relu(_norm(self.norm)(conv(self.width, 3, self.stride)(x)))
-        y = _norm(self.norm)(conv(self.width, 3, 1)(y))
+        y = nn.relu(_norm(self.norm)(_conv(self.width, 3, self.stride)(x)))
+        y = _norm(self.norm)(_conv(self.width, 3)(y))
         if self.stride != 1 or x.shape[-1] != self.width:
-            x = _norm(self.norm)(conv(self.width, 1, self.stride)(x))
+            x = _norm(self.norm)(_conv(self.width, 1, self.stride)(x))
         return nn.relu(x + y)
 
 
@@ -72,10 +72,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         blocks = (self.depth - 2) // 6
-        x = nn.Conv(self.width, (3, 3), use_bias=False, kernel_init=nn.initializers.he_normal())(
-            x_BxHxWxC
-        )
-        x = nn.relu(_norm(self.norm)(x))
+        x = nn.relu(_norm(self.norm)(_conv(self.width, 3)(x_BxHxWxC)))
         for stage, mult in enumerate((1, 2, 4)):
             for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
@@ -102,17 +99,14 @@ def make_model(
     name: str, width: int, *, depth: int | None = None, num_classes: int = 10, norm: str = "bn_eval"
 ) -> nn.Module:
     """ "mlp" (depth = hidden layers, default 3) or "resnet" (depth default 20)."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
+    check_choice(name, "model", MODEL_NAMES)
+    check_positive_int(width, "width")
     if name == "mlp":
         return MLP(width=width, depth=3 if depth is None else depth, num_classes=num_classes)
     depth = 20 if depth is None else depth
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"resnet depth must be 6k + 2 with k ≥ 1 (20, 32, 56, ...), got {depth}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    check_choice(norm, "norm", NORMS)
     return ResNet(width=width, depth=depth, num_classes=num_classes, norm=norm)
 
 

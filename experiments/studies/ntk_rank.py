@@ -20,6 +20,7 @@ from scipy import stats
 from experiments.config import RunConfig, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
+from experiments.studies._figures import plt, save
 from experiments.studies._ntk_config import ModelSpec, NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
 from specjax.ntk import kernel_moments
@@ -33,7 +34,6 @@ class Config(NTKConfig):
     """NTK effective rank at init vs n, for every model spec × data set × seed."""
 
     name: str = "ntk_rank"
-    # mlp: width = hidden units (3 hidden layers) | resnet: width = base channels
     models: list[ModelSpec] = dataclasses.field(
         default_factory=lambda: [ModelSpec("mlp", 256), ModelSpec("resnet", 16)]
     )
@@ -45,28 +45,20 @@ class Config(NTKConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.models:
-            raise ValueError("study.models must be a non-empty list of {model, width}, got []")
+        self.check_nonempty(self.models, "study.models", "{model, width}")
+        self.check_nonempty(self.datasets, "study.datasets", "data set names")
+        self.check_nonempty(self.ns, "study.ns", "ints ≥ 3")
         for i, spec in enumerate(self.models):
             self.check_model(spec.model, spec.width, f"study.models[{i}].")
-        if not self.datasets:
-            raise ValueError("study.datasets must be a non-empty list, got []")
-        if not self.ns:
-            raise ValueError("study.ns must be a non-empty list of ints ≥ 3, got []")
         for i, n in enumerate(self.ns):
-            check_positive_int(n, f"study.ns[{i}]")
-            if n < 3:
-                raise ValueError(f"study.ns[{i}] must be ≥ 3 (moments need 3 samples), got {n}")
+            self.check_at_least(n, f"study.ns[{i}]", 3, "moments need 3 samples")
         for i, dataset in enumerate(self.datasets):
             self.check_data(dataset, max(self.ns), f"study.datasets[{i}]", "max(study.ns)")
         check_positive_int(self.seeds, "study.seeds")
 
 
 def slope_fit(ns: np.ndarray, r_sxn: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Per-seed OLS slope of r_eff on ln n; mean and t-interval across seeds.
-
-    With one seed the interval comes from that fit's OLS standard error instead.
-    """
+    """Per-seed OLS slope of r_eff on ln n; mean and t-interval across seeds (1 seed: OLS SE)."""
     log_n = np.log(ns)
     slopes = np.array([stats.linregress(log_n, r).slope for r in r_sxn])
     s = len(slopes)
@@ -128,11 +120,6 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """r_eff vs n (mean ± sd over seeds) with the moment prediction as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     df = read_tables(run_dirs, TABLE)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, ((model, width, dataset), g) in enumerate(df.groupby(["model", "width", "dataset"])):
@@ -142,14 +129,7 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         ax.errorbar(agg.index, agg[("r_eff", "mean")], yerr=agg[("r_eff", "std")],
                     marker="o", color=color, capsize=3, label=label)  # fmt: skip
         ax.plot(agg.index, agg[("r_pred", "mean")], "--", color=color, alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_xlabel("n (samples)")
-    ax.set_ylabel("r_eff = tr(K)² / ‖K‖_F²")
+    ax.set(xscale="log", xlabel="n (samples)", ylabel="r_eff = tr(K)² / ‖K‖_F²")
     ax.set_title("NTK effective rank at init (dashed: kernel-moment prediction)")
     ax.legend(fontsize=7)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "ntk_rank_vs_n.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out_dir, "ntk_rank_vs_n", dpi=120, bbox_inches=None)]

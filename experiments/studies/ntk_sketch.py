@@ -1,13 +1,12 @@
 """Study: sketched NTK effective rank (probes + CountSketch) against the exact value.
 
-For one model/data/n, the exact r_eff (`exact_ntk`) is the reference. For every sketch
-width s and probe count R, `repeats` independent estimates (`sketched_effective_rank`,
-M = `num_sketches` sketches each) give relative error, bias over seeds (mean − exact,
-with its standard error) and the mean jackknife standard error. Wall times include each
-call's compile. Memory is the analytic size of what each method keeps: the sketch
-M·n·R·s floats; the exact method's Jacobian features n·R_out·P floats (R_out = C for
-"trace") plus K (n²). Optionally one `large` configuration, too big for the exact
-computation here, is estimated by the sketch alone, with the exact cost stated.
+For one model/data/n, the exact r_eff (`exact_ntk`) is the reference. For every sketch width s
+and probe count R, `repeats` estimates (`sketched_effective_rank`, M = `num_sketches` sketches
+each) give relative error, bias over seeds (mean − exact, with its standard error) and the mean
+jackknife standard error. Wall times include each call's compile. Memory is what each method
+keeps: the sketch M·n·R·s floats; the exact Jacobian features n·R_out·P floats (R_out = C for
+"trace") plus K (n²). Optionally one `large` configuration, too big for the exact computation
+here, is estimated by the sketch alone, with the exact cost stated.
 Tables: tables/ntk_sketch.parquet (per estimate), tables/ntk_sketch_large.parquet.
 """
 
@@ -22,6 +21,7 @@ import numpy as np
 from experiments.config import RunConfig, check_choice, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
+from experiments.studies._figures import plt, save
 from experiments.studies._ntk_config import OUTPUTS, NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
 from specjax.ntk import sketched_effective_rank
@@ -33,11 +33,9 @@ MB = 2**20
 
 @dataclasses.dataclass
 class LargeConfig:
-    """One sketch-only configuration, too big for the exact method here (~73 GiB of features).
-
-    It uses the study's depth, norm, block_size and cifar. `enabled: false` skips it (a default
-    instance plus a flag rather than `large: null`: OmegaConf cannot override into a None).
-    """
+    """One sketch-only configuration, too big for the exact method here (~73 GiB of features),
+    with the study's depth, norm, block_size and cifar. `enabled: false` skips it (a flag, not
+    `large: null`: OmegaConf cannot override into a None)."""
 
     enabled: bool = True
     model: str = "resnet"
@@ -73,30 +71,24 @@ class Config(NTKConfig):
         self.check_model(self.model, self.width)
         self.check_data(self.dataset, self.n, "study.dataset", "study.n")
         for key in ("sketch_widths", "num_probes"):
-            if not getattr(self, key):
-                raise ValueError(f"study.{key} must be a non-empty list of positive ints, got []")
+            self.check_nonempty(getattr(self, key), f"study.{key}", "positive ints")
             for i, value in enumerate(getattr(self, key)):
                 check_positive_int(value, f"study.{key}[{i}]")
-        _check_num_sketches(self.num_sketches, "study.num_sketches")
         check_positive_int(self.repeats, "study.repeats")
         large = self.large
         self.check_model(large.model, large.width, "study.large.")
         self.check_data(large.dataset, large.n, "study.large.dataset", "study.large.n")
         check_choice(large.output, "study.large.output", OUTPUTS)
-        check_positive_int(large.sketch_width, "study.large.sketch_width")
-        check_positive_int(large.num_probes, "study.large.num_probes")
+        for key in ("sketch_width", "num_probes"):
+            check_positive_int(getattr(large, key), f"study.large.{key}")
         if large.output != "trace" and large.num_probes != 1:
             raise ValueError(
                 f"study.large.num_probes must be 1 with study.large.output={large.output!r} "
                 f"(a fixed probe), got {large.num_probes}"
             )
-        _check_num_sketches(large.num_sketches, "study.large.num_sketches")
-
-
-def _check_num_sketches(value, key: str) -> None:
-    check_positive_int(value, key)
-    if value < 2:
-        raise ValueError(f"{key} must be ≥ 2 (independent pairs of sketches), got {value}")
+        why = "independent pairs of sketches"
+        self.check_at_least(self.num_sketches, "study.num_sketches", 2, why)
+        self.check_at_least(large.num_sketches, "study.large.num_sketches", 2, why)
 
 
 def _sketch(study: Config, apply_fn, params, x, key, s: int, r: int, m: int, output: str):
@@ -162,12 +154,11 @@ def _large(study: Config, ctx: RunContext) -> dict[str, float]:
     c = 10 if large.output == "trace" else 1
     est, secs = _sketch(study, apply_fn, params, x, ctx.key("large_sketch"), large.sketch_width,
                         large.num_probes, large.num_sketches, large.output)  # fmt: skip
+    memory_mb = large.num_sketches * large.n * large.num_probes * large.sketch_width * 4 / MB
     row = dict(model=large.model, width=large.width, n=large.n, params=p,
                output=large.output, r_hat=est.effective_rank, stderr=est.effective_rank_stderr,
                r_inf_hat=est.r_inf, r_inf_stderr=est.r_inf_stderr, time_s=secs,
-               memory_mb=large.num_sketches * large.n * large.num_probes * large.sketch_width
-               * 4 / MB,
-               exact_features_gb=large.n * c * p * 4 / 2**30,
+               memory_mb=memory_mb, exact_features_gb=large.n * c * p * 4 / 2**30,
                exact_gram_tflop=2 * large.n**2 * c * p / 1e12)  # fmt: skip
     ctx.log_table(LARGE_TABLE, [row])
     return {f"large/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)}
@@ -175,11 +166,6 @@ def _large(study: Config, ctx: RunContext) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Relative error of the sketched r_eff vs sketch width, one line per probe count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     df = read_tables(run_dirs, TABLE)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (r, g) in enumerate(df.groupby("num_probes")):
@@ -190,22 +176,13 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         ax0.loglog(agg.index, agg["se"] / agg["exact"], ":", color=f"C{i}", label=f"R={r}: SE/r")
         ax1.semilogx(agg.index, (agg["bias"] - agg["exact"]) / agg["exact"], "o-", color=f"C{i}",
                      label=f"R={r}")  # fmt: skip
-    m = df["sketch_width"].unique()
-    ax0.loglog(
-        np.sort(m), df["rel_err"].max() * np.sqrt(m.min() / np.sort(m)), "k:", label="∝ s^(-1/2)"
-    )
+    s = np.sort(df["sketch_width"].unique())
+    ax0.loglog(s, df["rel_err"].max() * np.sqrt(s[0] / s), "k:", label="∝ s^(-1/2)")
     ax0.axhline(0.05, color="gray", lw=0.8)
-    ax0.set_xlabel("sketch width s")
-    ax0.set_ylabel("relative error")
+    ax0.set(xlabel="sketch width s", ylabel="relative error")
     ax0.legend(fontsize=7)
     ax1.axhline(0, color="gray", lw=0.8)
-    ax1.set_xlabel("sketch width s")
-    ax1.set_ylabel("relative bias (mean over repeats)")
+    ax1.set(xlabel="sketch width s", ylabel="relative bias (mean over repeats)")
     ax1.legend(fontsize=7)
     fig.suptitle("Sketched vs exact NTK effective rank")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "ntk_sketch_error.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out_dir, "ntk_sketch_error", dpi=120, bbox_inches=None)]

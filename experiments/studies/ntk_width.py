@@ -21,6 +21,7 @@ from scipy import optimize, stats
 from experiments.config import RunConfig, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.studies import _ntk_models as ntk_models
+from experiments.studies._figures import plt, save
 from experiments.studies._ntk_config import NTKConfig, model_and_inputs, ntk, read_tables
 from specjax import kernel_effective_rank
 
@@ -37,9 +38,8 @@ class Config(NTKConfig):
     widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
     dataset: str = "digits"  # gaussian | digits | cifar10 (local file)
     n: int = 300
-    # init seeds 0..seeds-1 (ctx.key("init", seed)); the n inputs are the same for every width
-    # and seed (ctx.key("data")), so the spread over seeds is the initialization's alone (data
-    # resampling would add a spread that does not shrink with m)
+    # init seeds 0..seeds-1 (ctx.key("init", seed)) on the same n inputs (ctx.key("data")): the
+    # spread over seeds is the initialization's alone (data resampling's would not shrink with m)
     seeds: int = 6
 
     def __post_init__(self) -> None:
@@ -50,9 +50,7 @@ class Config(NTKConfig):
             check_positive_int(width, f"study.widths[{i}]")
             self.check_model(self.model, width)
         self.check_data(self.dataset, self.n, "study.dataset", "study.n")
-        check_positive_int(self.seeds, "study.seeds")
-        if self.seeds < 2:
-            raise ValueError(f"study.seeds must be ≥ 2 (spread over seeds), got {self.seeds}")
+        self.check_at_least(self.seeds, "study.seeds", 2, "spread over seeds")
 
 
 def fit_approach(widths: np.ndarray, r_mean: np.ndarray) -> dict[str, float]:
@@ -76,13 +74,9 @@ def fit_approach(widths: np.ndarray, r_mean: np.ndarray) -> dict[str, float]:
 def fit_fluctuation(widths: np.ndarray, r_sd: np.ndarray) -> dict[str, float]:
     """sd_seeds r_eff(m) ∝ m^{−β}: β with its 95% interval from OLS in log–log."""
     fit = stats.linregress(np.log(widths), np.log(r_sd))
-    half = stats.t.ppf(0.975, len(widths) - 2) * fit.stderr
-    beta = -fit.slope
-    return {
-        "beta": float(beta),
-        "beta_ci_low": float(beta - half),
-        "beta_ci_high": float(beta + half),
-    }
+    half = float(stats.t.ppf(0.975, len(widths) - 2) * fit.stderr)
+    beta = float(-fit.slope)
+    return {"beta": beta, "beta_ci_low": beta - half, "beta_ci_high": beta + half}
 
 
 def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
@@ -112,11 +106,6 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """r_eff vs width (mean ± sd over seeds); the seed spread vs width with an m^(-1/2) guide."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     df = read_tables(run_dirs, TABLE)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (model, g) in enumerate(df.groupby("model")):
@@ -126,17 +115,9 @@ def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         ax1.loglog(agg.index, agg["std"], "o-", color=f"C{i}", label=f"{model}: sd over seeds")
         m = agg.index.to_numpy(float)
         ax1.loglog(m, agg["std"].iloc[0] * np.sqrt(m[0] / m), "k:", label="∝ m^(-1/2)")
-    ax0.set_xscale("log")
-    ax0.set_xlabel("width m")
-    ax0.set_ylabel("r_eff")
+    ax0.set(xscale="log", xlabel="width m", ylabel="r_eff")
     ax0.legend()
-    ax1.set_xlabel("width m")
-    ax1.set_ylabel("sd of r_eff over inits")
+    ax1.set(xlabel="width m", ylabel="sd of r_eff over inits")
     ax1.legend(fontsize=8)
     fig.suptitle("NTK effective rank vs width at fixed n")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "ntk_rank_vs_width.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out_dir, "ntk_rank_vs_width", dpi=120, bbox_inches=None)]

@@ -1,11 +1,9 @@
 """Study: predicted vs measured advantage of one SpecGD step over one GD step.
 
-For each instance family (feature, target, shape) and each of `num_instances` problem
-seeds (instance i of family f drawn from ctx.key("data", f, i)), W is the GD iterate after
-t ∈ `gd_steps` steps from zero; from it one GD step and one SpecGD step are taken
-(`_specgd.one_step`). Per instance the table one_step records
-nr(∇L), st(A), the predicted ratio nr/st of guaranteed decreases and the measured ratio
-(L − L_SD)/(L − L_GD). Exact facts checked on every instance: nr ≥ 2·st ⇒ L(W_SD) ≤ L(W_GD),
+Instance i of family f (feature, target, shape) is drawn from ctx.key("data", f, i); from the
+GD iterate W after each t ∈ `gd_steps` steps from zero, one GD and one SpecGD step are taken
+(`_specgd.one_step`). Table one_step: per instance nr(∇L), st(A), the predicted ratio nr/st
+and the measured ratio (L − L_SD)/(L − L_GD), and the exact facts nr ≥ 2·st ⇒ L(W_SD) ≤ L(W_GD)
 and nr/(2 st) ≤ measured ≤ 2 nr/st.
 """
 
@@ -79,15 +77,9 @@ def spearman(x, y) -> float:
 
 def family_results(keys: jax.Array, family: Family, gd_steps) -> dict[int, one_step.OneStep]:
     """One-step comparisons for the instance drawn from each of `keys`, at each GD iterate."""
-    make = partial(
-        problems.random_feature_problem,
-        width=family.width,
-        input_dim=family.input_dim,
-        num_samples=family.num_samples,
-        feature=family.feature,
-        target=family.target,
-    )
-    batch = jax.vmap(make)(keys)
+    problem_kwargs = dataclasses.asdict(family)  # every field but `name` is a problem argument
+    del problem_kwargs["name"]
+    batch = jax.vmap(partial(problems.random_feature_problem, **problem_kwargs))(keys)
     L = jax.vmap(steps.smoothness)(batch.A_kxn)
     W0 = jnp.zeros((len(keys), family.width, family.width))
     iterate = jax.vmap(steps.gd_iterate, in_axes=(0, 0, 0, None))

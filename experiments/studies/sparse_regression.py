@@ -1,12 +1,10 @@
 """Study: 4-layer MLP on y = x₁x₂x₃ with SpecGD on the middle layers (Davis & Drusvyatskiy 2025).
 
-Each entry of `study.variants` trains the same initial network twice, full batch, float64:
-`gd` (every layer a GD step) and `specgd` (layers in `spectral_layers` spectral, the rest
-GD), each step scaled per layer by n/‖A_{ℓ−1}‖² times the variant's learning rate (see
-`_specgd.sparse_mlp`); variant i draws its data from ctx.key("data", i) and its
-initialisation from ctx.key("init", i). Every `log_every` steps it logs, per method, the
-loss, st(A_ℓ) of each hidden post-activation and nr(∇W_ℓ) of layers 1–3. Separately, the
-SwiGLU network's st(A_ℓ) at initialisation is measured for each n in `swiglu_batch_sizes`
+Variant i (data ctx.key("data", i), init ctx.key("init", i)) trains the same initial network
+twice, full batch, float64: `gd` (a GD step on every layer) and `specgd` (spectral steps on
+`spectral_layers`), per-layer steps as in `_specgd.sparse_mlp`. Every `log_every` steps: the
+loss, st(A_ℓ) of each hidden post-activation and nr(∇W_ℓ) of layers 1–3, per method. Separately,
+the SwiGLU network's st(A_ℓ) at initialisation for each n in `swiglu_batch_sizes`
 (tables/swiglu_batch_sweep): with no mean spike it grows with the batch size.
 """
 
@@ -22,9 +20,7 @@ from experiments import rundir
 from experiments.config import RunConfig, check_choice, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.runtime.trainer import NonFiniteLossError
-from experiments.studies._specgd import plots, sparse_mlp
-
-METHODS = ("gd", "specgd")
+from experiments.studies._specgd import plots, sparse_mlp, steps
 
 
 @dataclasses.dataclass
@@ -71,17 +67,14 @@ class Config:
     swiglu_sweep_dim: int = 128
 
     def __post_init__(self) -> None:
-        if not self.variants:
-            raise ValueError("study.variants must list at least one variant, got []")
         names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError(f"study.variants names must be unique, got {names!r}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"study.variants must list variants with unique names, got {names!r}")
         for i, variant in enumerate(self.variants):
             variant.check(f"study.variants.{i}")
-        if not set(self.spectral_layers) <= {1, 2, 3}:
-            raise ValueError(
-                f"study.spectral_layers must be a subset of [1, 2, 3], got {self.spectral_layers!r}"
-            )
+        layers = self.spectral_layers
+        if not set(layers) <= {1, 2, 3}:
+            raise ValueError(f"study.spectral_layers must be a subset of [1, 2, 3], got {layers!r}")
         check_positive_int(self.log_every, "study.log_every")
         check_positive_int(self.early_step, "study.early_step", zero_ok=True)
         for n in self.swiglu_batch_sizes:
@@ -95,23 +88,18 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
         return _run(cfg.study, ctx)
 
 
-def _train(variant: Variant, method, weights, X, y, spectral, log_every, bar) -> dict[int, dict]:
-    """Full-batch training; diagnostics at every `log_every`-th step and the last."""
-    layers = tuple(spectral) if method == "specgd" else ()
+def _train(study: Config, variant: Variant, method: str, weights, X, y, bar) -> dict[int, dict]:
+    """Full-batch training; diagnostics at every `study.log_every`-th step and the last."""
+    layers = tuple(study.spectral_layers) if method == "specgd" else ()
     lr = variant.lr_specgd if method == "specgd" else variant.lr_gd
     records = {}
     for step in range(variant.num_steps + 1):
-        if step % log_every == 0 or step == variant.num_steps:
-            records[step] = {
-                k: float(v)
-                for k, v in sparse_mlp.diagnostics(
-                    weights, X, y, activation=variant.activation
-                ).items()
-            }
-            if not np.isfinite(records[step]["loss"]):
-                raise NonFiniteLossError(
-                    step, records[step]["loss"], f"{variant.name}/{method}/loss", None
-                )
+        if step % study.log_every == 0 or step == variant.num_steps:
+            metrics = sparse_mlp.diagnostics(weights, X, y, activation=variant.activation)
+            records[step] = {k: float(v) for k, v in metrics.items()}
+            loss = records[step]["loss"]
+            if not np.isfinite(loss):
+                raise NonFiniteLossError(step, loss, f"{variant.name}/{method}/loss", None)
         if step < variant.num_steps:
             weights, _ = sparse_mlp.train_step(
                 weights, X, y, lr, activation=variant.activation, spectral_layers=layers
@@ -128,20 +116,14 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
             key_data, key_init = ctx.key("data", index), ctx.key("init", index)
             X, y = sparse_mlp.cubic_dataset(key_data, variant.num_samples, variant.dim)
             weights0 = sparse_mlp.init_weights(key_init, variant.dim, variant.activation)
-            for method in METHODS:
-                records = _train(
-                    variant, method, weights0, X, y, study.spectral_layers, study.log_every, bar
-                )
-                for step, rec in records.items():
-                    ctx.log_metrics(
-                        step, {f"{variant.name}/{method}/{k}": v for k, v in rec.items()}
-                    )
-                final = records[variant.num_steps]
-                early = records[min(records, key=lambda s: abs(s - study.early_step))]
+            for method in steps.METHODS:
                 prefix = f"{variant.name}/{method}"
-                summary[f"{prefix}/loss_initial"] = records[0]["loss"]
-                summary[f"{prefix}/loss_early"] = early["loss"]
-                summary[f"{prefix}/loss_final"] = final["loss"]
+                records = _train(study, variant, method, weights0, X, y, bar)
+                for step, rec in records.items():
+                    ctx.log_metrics(step, {f"{prefix}/{k}": v for k, v in rec.items()})
+                early = min(records, key=lambda s: abs(s - study.early_step))
+                for when, step in (("initial", 0), ("early", early), ("final", variant.num_steps)):
+                    summary[f"{prefix}/loss_{when}"] = records[step]["loss"]
                 for layer in (1, 2, 3):
                     st = [r[f"st_A{layer}"] for r in records.values()]
                     nr = [r[f"nr_W{layer}"] for r in records.values()]

@@ -120,9 +120,8 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     if np.isfinite(problems.spike_limit(study.feature)):
         summary["st_A_limit"] = problems.spike_limit(study.feature)
     if peak is not None:
-        summary["loss_final_specgd_from_peak"] = (
-            float(restarts[peak].loss[-1]) if peak in restarts else float("nan")
-        )
+        peak_loss = restarts[peak].loss[-1] if peak in restarts else np.nan
+        summary["loss_final_specgd_from_peak"] = float(peak_loss)
     for start in points:
         summary[f"loss_final_specgd_from_{start}"] = float(restarts[start].loss[-1])
     return summary

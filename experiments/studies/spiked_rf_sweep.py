@@ -1,13 +1,11 @@
 """Study: nr(∇L) along GD against the width k (Davis & Drusvyatskiy 2025, random-feature sweep).
 
-For each target model (realizable Y = W♯A, teacher–student Y = W̄σ(V̄X)), width k, and
-problem seed s = 0..seeds−1 (drawn from ctx.key("data", s)): A = σ(V X) ∈ ℝ^{k×2k} (σ =
-`feature`, ReLU by default) with input dimension k/2, GD (1/L_F) from zero for
-`num_steps`, nr(∇L(W_t)) recorded at every step up to `dense_steps` and every `nr_every`
-after (an SVD per record is the sweep's whole cost). The paper: nr(∇L(W₀)) is O(1) in k,
-nr(∇L(W₁)) grows about linearly in k. Tables: nr_curves (every record), fits (the
-least-squares line nr ≈ slope·k + intercept at steps 0 and 1, its R²), windows (per width,
-the steps t ≥ 1 where the seed-mean nr stays ≥ window_constant·k).
+Per target (realizable Y = W♯A, teacher–student Y = W̄σ(V̄X)), width k and problem seed s
+(ctx.key("data", s)): A = σ(V X) ∈ ℝ^{k×2k} with input dimension k/2, GD (1/L_F) from zero
+for `num_steps`, nr(∇L(W_t)) recorded where `record_mask` says. The paper: nr(∇L(W₀)) is
+O(1) in k, nr(∇L(W₁)) grows about linearly in k. Tables: nr_curves (every record), fits
+(nr ≈ slope·k + intercept at steps 0 and 1, with R²), windows (per width, the steps t ≥ 1
+where the seed-mean nr stays ≥ window_constant·k).
 """
 
 from __future__ import annotations
@@ -65,20 +63,16 @@ def linear_fit(x, y) -> tuple[float, float, float]:
 
 
 def window_above(step, value, threshold: float, first_step: int = 1) -> tuple[int, int]:
-    """(first, last) recorded step of the run of records ≥ `threshold` that starts at the
-    first record t ≥ `first_step` at or above it; (-1, -1) if there is none."""
-    step, value = np.asarray(step), np.asarray(value, float)
+    """(first, last) step of the first run of consecutive records ≥ `threshold` among the
+    records at steps ≥ `first_step` (in step order); (-1, -1) if there is none."""
     order = np.argsort(step)
-    step, value = step[order], value[order]
-    keep = step >= first_step
-    step, value = step[keep], value[keep]
-    above = value >= threshold
+    step, value = np.asarray(step)[order], np.asarray(value, float)[order]
+    above = (value >= threshold) & (step >= first_step)
     if not above.any():
         return -1, -1
     start = int(np.argmax(above))
-    below = np.nonzero(~above[start:])[0]
-    end = start + (int(below[0]) - 1 if below.size else int(above[start:].size) - 1)
-    return int(step[start]), int(step[end])
+    run_length = int(np.argmin(np.append(above[start:], False)))  # up to the first record below
+    return int(step[start]), int(step[start + run_length - 1])
 
 
 def record_mask(num_steps: int, dense_steps: int, nr_every: int) -> np.ndarray:
@@ -95,7 +89,7 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
 def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     T = study.num_steps
     mask = jnp.asarray(record_mask(T, study.dense_steps, study.nr_every))
-    recorded = np.nonzero(np.asarray(mask))[0]
+    recorded = np.nonzero(np.asarray(mask))[0].tolist()
     rows = []
     runs = [(t, k, s) for t in study.targets for k in study.widths for s in range(study.seeds)]
     with ctx.progress(len(runs), "GD runs") as bar:
@@ -114,18 +108,9 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
                 jnp.zeros((k, k)), problem, L, method="gd", num_steps=T, record=mask
             )
             loss, nr = np.asarray(traj.loss), np.asarray(traj.nuclear_rank)
+            labels = {"target": target, "width": k, "seed": seed}
             for t in recorded:
-                rows.append(
-                    {
-                        "target": target,
-                        "width": k,
-                        "seed": seed,
-                        "step": int(t),
-                        "nr": nr[t],
-                        "loss": loss[t],
-                        "st_A": st,
-                    }
-                )
+                rows.append({**labels, "step": t, "nr": nr[t], "loss": loss[t], "st_A": st})
             bar.update(1, target=target, k=k, seed=seed, nr1=float(nr[1]))
     ctx.log_table("nr_curves", rows)
 
@@ -135,19 +120,13 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
         for step in (0, 1):
             at = [r for r in part if r["step"] == step]
             slope, intercept, r2 = linear_fit([r["width"] for r in at], [r["nr"] for r in at])
-            fit_rows.append(
-                {"target": target, "step": step, "slope": slope, "intercept": intercept, "r2": r2}
-            )
+            fit_rows.append(dict(target=target, step=step, slope=slope, intercept=intercept, r2=r2))
             summary[f"{target}/nr_step{step}_slope"] = slope
             summary[f"{target}/nr_step{step}_r2"] = r2
         for k in study.widths:
-            mean = {}
-            for r in part:
-                if r["width"] == k:
-                    mean.setdefault(r["step"], []).append(r["nr"])
-            step_k = sorted(mean)
-            nr_k = [float(np.mean(mean[t])) for t in step_k]
-            first, last = window_above(step_k, nr_k, study.window_constant * k)
+            rows_k = [r for r in part if r["width"] == k]
+            nr_k = [float(np.mean([r["nr"] for r in rows_k if r["step"] == t])) for t in recorded]
+            first, last = window_above(recorded, nr_k, study.window_constant * k)
             window_rows.append(
                 {
                     "target": target,
@@ -158,7 +137,7 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
                     "nr_step0": nr_k[0],
                     "nr_step1": nr_k[1],
                     "nr_max": max(nr_k),
-                    "st_A": float(np.mean([r["st_A"] for r in part if r["width"] == k])),
+                    "st_A": float(np.mean([r["st_A"] for r in rows_k])),
                 }
             )
             summary[f"{target}/k{k}/nr_step0"] = nr_k[0]

@@ -1,30 +1,15 @@
-"""Figures of the spectral-vs-gradient studies, drawn from a run read by `experiments.rundir`.
-
-Each function takes one `rundir.Run` (its metrics and tables) and writes one PNG.
-"""
+"""Figures of the spectral-vs-gradient studies: each draws one PNG from one `rundir.Run`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments.rundir import Run
+from experiments.studies._figures import plt, save
 
 METHOD_STYLE = {"gd": ("GD", "tab:blue"), "specgd": ("SpecGD", "tab:red")}
-
-
-def _save(fig, out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    path = out_dir / f"{name}.png"
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def spiked_rf_figure(run: Run, out_dir: Path) -> Path:
@@ -33,17 +18,12 @@ def spiked_rf_figure(run: Run, out_dir: Path) -> Path:
     restarts = run.tables.get("restarts")
     fig, (ax_loss, ax_nr) = plt.subplots(1, 2, figsize=(11, 4))
     floor = 1e-300  # log axes cannot show an exact zero
+    peak_style = dict(color="tab:green", lw=1.6, alpha=1.0, label="SpecGD from GD nr peak")
+    iterate_style = dict(color="tab:orange", lw=0.8, alpha=0.6, label=None)
     if restarts is not None:
         for _start, part in restarts.groupby("start"):
-            peak = bool(part["from_peak"].iloc[0])
-            ax_loss.semilogy(
-                part["step"],
-                np.maximum(part["loss"], floor),
-                color="tab:green" if peak else "tab:orange",
-                lw=1.6 if peak else 0.8,
-                alpha=1.0 if peak else 0.6,
-                label="SpecGD from GD nr peak" if peak else None,
-            )
+            style = peak_style if part["from_peak"].iloc[0] else iterate_style
+            ax_loss.semilogy(part["step"], np.maximum(part["loss"], floor), **style)
         ax_loss.plot([], [], color="tab:orange", lw=0.8, label="SpecGD from GD iterates")
     for method, (label, color) in METHOD_STYLE.items():
         ax_loss.semilogy(
@@ -56,7 +36,7 @@ def spiked_rf_figure(run: Run, out_dir: Path) -> Path:
     for ax in (ax_loss, ax_nr):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out_dir, f"spiked_rf_{run.path.name}")
+    return save(fig, out_dir, f"spiked_rf_{run.path.name}")
 
 
 def sweep_figure(run: Run, out_dir: Path) -> Path:
@@ -71,27 +51,20 @@ def sweep_figure(run: Run, out_dir: Path) -> Path:
         for width, w_part in mean.groupby("width"):
             ax_t.plot(w_part["step"] + 1, w_part["nr"], lw=1.5, label=f"k = {width}")
         ax_t.set_xscale("log")
-        ax_t.set(
-            xlabel="GD iteration + 1",
-            ylabel="nr(∇L), mean over seeds",
-            title=f"{target}: nr over training",
-        )
+        ax_t.set(xlabel="GD iteration + 1", ylabel="nr(∇L), mean over seeds")
+        ax_t.set_title(f"{target}: nr over training")
         for step, marker in ((0, "o"), (1, "s")):
             at = mean[mean["step"] == step]
             ax_k.plot(at["width"], at["nr"], marker=marker, lw=0, label=f"step {step}")
         fit = fits[(fits["target"] == target) & (fits["step"] == 1)].iloc[0]
         ks = np.asarray(sorted(mean["width"].unique()), float)
-        ax_k.plot(
-            ks,
-            fit["slope"] * ks + fit["intercept"],
-            "k--",
-            label=f"fit step 1: {fit['slope']:.3f}·k + {fit['intercept']:.1f}, R²={fit['r2']:.3f}",
-        )
+        label = f"fit step 1: {fit['slope']:.3f}·k + {fit['intercept']:.1f}, R²={fit['r2']:.3f}"
+        ax_k.plot(ks, fit["slope"] * ks + fit["intercept"], "k--", label=label)
         ax_k.set(xlabel="width k", ylabel="nr(∇L)", title=f"{target}: nr vs k")
         for ax in (ax_t, ax_k):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(fig, out_dir, f"spiked_rf_sweep_{run.path.name}")
+    return save(fig, out_dir, f"spiked_rf_sweep_{run.path.name}")
 
 
 def sparse_regression_figure(run: Run, out_dir: Path) -> Path:
@@ -108,26 +81,18 @@ def sparse_regression_figure(run: Run, out_dir: Path) -> Path:
                 continue
             part = m[["step", f"{prefix}/loss"]].dropna()
             ax_loss.semilogy(part["step"], part[f"{prefix}/loss"], color=color, label=label)
-            for layer, ls in zip((1, 2, 3), styles, strict=True):
-                for ax, key, name in (
-                    (ax_st, f"st_A{layer}", "st(A"),
-                    (ax_nr, f"nr_W{layer}", "nr(∇W"),
-                ):
-                    part = m[["step", f"{prefix}/{key}"]].dropna()
-                    ax.plot(
-                        part["step"],
-                        part[f"{prefix}/{key}"],
-                        color=color,
-                        ls=ls,
-                        label=f"{label} {name}{layer})",
-                    )
-        ax_loss.set(title=f"{variant}: training MSE", xlabel="iteration")
-        ax_st.set(title=f"{variant}: post-activation stable rank", xlabel="iteration")
-        ax_nr.set(title=f"{variant}: gradient nuclear rank", xlabel="iteration")
-        for ax in axes[row]:
+            for ax, key, name in ((ax_st, "st_A", "st(A"), (ax_nr, "nr_W", "nr(∇W")):
+                for layer, ls in enumerate(styles, start=1):
+                    column = f"{prefix}/{key}{layer}"
+                    part = m[["step", column]].dropna()
+                    line_label = f"{label} {name}{layer})"
+                    ax.plot(part["step"], part[column], color=color, ls=ls, label=line_label)
+        titles = ("training MSE", "post-activation stable rank", "gradient nuclear rank")
+        for ax, title in zip(axes[row], titles, strict=True):
+            ax.set(title=f"{variant}: {title}", xlabel="iteration")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(fig, out_dir, f"sparse_regression_{run.path.name}")
+    return save(fig, out_dir, f"sparse_regression_{run.path.name}")
 
 
 def swiglu_batch_figure(run: Run, out_dir: Path) -> Path:
@@ -136,12 +101,11 @@ def swiglu_batch_figure(run: Run, out_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for layer, part in table.groupby("layer"):
         ax.semilogx(part["num_samples"], part["stable_rank"], marker="o", label=f"layer {layer}")
-    ax.set(
-        xlabel="batch size n", ylabel="st(A_ℓ) at init", title="SwiGLU post-activation stable rank"
-    )
+    ax.set(xlabel="batch size n", ylabel="st(A_ℓ) at init")
+    ax.set_title("SwiGLU post-activation stable rank")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, out_dir, f"swiglu_batch_sweep_{run.path.name}")
+    return save(fig, out_dir, f"swiglu_batch_sweep_{run.path.name}")
 
 
 def one_step_figure(run: Run, out_dir: Path) -> Path:
@@ -159,9 +123,8 @@ def one_step_figure(run: Run, out_dir: Path) -> Path:
     ax.loglog(xs, 2 * xs, "k:", lw=1)
     ax.axvline(2, color="gray", ls="--", lw=1, label="nr = 2 st")
     ax.axhline(1, color="gray", ls="-.", lw=1)
-    ax.set(
-        xlabel="predicted nr(∇L)/st(A)", ylabel="measured (L−L_SD)/(L−L_GD)", title="one-step check"
-    )
+    ax.set(xlabel="predicted nr(∇L)/st(A)", ylabel="measured (L−L_SD)/(L−L_GD)")
+    ax.set_title("one-step check")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, out_dir, f"one_step_check_{run.path.name}")
+    return save(fig, out_dir, f"one_step_check_{run.path.name}")

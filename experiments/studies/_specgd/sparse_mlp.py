@@ -24,7 +24,6 @@ from specjax import nuclear_rank, spectral_norm, stable_rank
 from .steps import nuclear_norm_and_polar
 
 ACTIVATIONS = ("relu_square", "swiglu")
-NUM_LAYERS = 4
 
 
 def init_weights(key: jax.Array, dim: int, activation: str, dtype=jnp.float64) -> tuple:
@@ -32,10 +31,9 @@ def init_weights(key: jax.Array, dim: int, activation: str, dtype=jnp.float64) -
     check_choice(activation, "activation", ACTIVATIONS)
     check_positive_int(dim, "dim")
     hidden = 4 * dim
-    out_mult = 2 if activation == "swiglu" else 1
-    shapes = [(hidden * out_mult, dim), (hidden * out_mult, hidden), (hidden * out_mult, hidden)]
-    shapes.append((1, hidden))
-    keys = jax.random.split(key, NUM_LAYERS)
+    out = hidden * (2 if activation == "swiglu" else 1)
+    shapes = [(out, dim), (out, hidden), (out, hidden), (1, hidden)]
+    keys = jax.random.split(key, len(shapes))
     return tuple(
         jax.random.uniform(k, shape, dtype, -1.0, 1.0) / math.sqrt(shape[1])
         for k, shape in zip(keys, shapes, strict=True)

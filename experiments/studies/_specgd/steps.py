@@ -61,19 +61,12 @@ def nuclear_norm_and_polar(G: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def gd_update(W: jax.Array, G: jax.Array, L: Smoothness) -> jax.Array:
-    """W − (1/L_F) G."""
     return W - G / L.frobenius
 
 
 def specgd_update(W: jax.Array, G: jax.Array, L: Smoothness) -> jax.Array:
-    """W − (‖G‖_*/L_op) polar(G)."""
     nuclear, P = nuclear_norm_and_polar(G)
     return W - (nuclear / L.operator) * P
-
-
-def update(method: str, W: jax.Array, G: jax.Array, L: Smoothness) -> jax.Array:
-    check_choice(method, "method", METHODS)
-    return gd_update(W, G, L) if method == "gd" else specgd_update(W, G, L)
 
 
 class Trajectory(NamedTuple):
@@ -112,21 +105,18 @@ def trajectory(
     keeps its relative accuracy down to the 1e-30s.
     """
     check_choice(method, "method", METHODS)
+    update = gd_update if method == "gd" else specgd_update
     if record is None:
         record = jnp.ones((num_steps + 1,), bool)
     S, B = _gram(problem)
 
     def measure(W, G, on):
-        def compute(args):
-            W, G = args
-            return loss(W, problem), nuclear_rank(G)
-
         nan = jnp.full((), jnp.nan, W.dtype)
-        return jax.lax.cond(on, compute, lambda _: (nan, nan), (W, G))
+        return jax.lax.cond(on, lambda: (loss(W, problem), nuclear_rank(G)), lambda: (nan, nan))
 
     def body(W, on):
         G = gram_gradient(W, S, B)
-        return update(method, W, G, L), measure(W, G, on)
+        return update(W, G, L), measure(W, G, on)
 
     W_final, (loss_t, nr_t) = jax.lax.scan(body, W0, record[:-1])
     last_loss, last_nr = measure(W_final, gram_gradient(W_final, S, B), record[-1])
