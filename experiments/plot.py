@@ -16,13 +16,6 @@ from collections.abc import Sequence
 from experiments.rundir import find_run_dirs, load_run
 
 
-def default_out_dir(run_dirs: Sequence[pathlib.Path]) -> pathlib.Path:
-    if len(run_dirs) == 1:
-        return run_dirs[0] / "figures"
-    common = pathlib.Path(os.path.commonpath([str(p.resolve()) for p in run_dirs]))
-    return common / "figures"
-
-
 def plot_runs(
     paths: Sequence[str | pathlib.Path], out_dir: pathlib.Path | None = None
 ) -> list[pathlib.Path]:
@@ -42,7 +35,12 @@ def plot_runs(
         if not callable(getattr(module, "plot", None)):
             print(f"study {name!r} defines no plot(run_dirs, out_dir); skipped", file=sys.stderr)
             continue
-        target = pathlib.Path(out_dir) if out_dir is not None else default_out_dir(dirs)
+        if out_dir is not None:
+            target = pathlib.Path(out_dir)
+        elif len(dirs) == 1:
+            target = dirs[0] / "figures"
+        else:
+            target = pathlib.Path(os.path.commonpath([p.resolve() for p in dirs])) / "figures"
         target.mkdir(parents=True, exist_ok=True)
         written.extend(pathlib.Path(p) for p in module.plot(dirs, target))
     return written

@@ -1,4 +1,1 @@
-"""NanoGPT on character-level text: model, data, pure steps and the spectra it logs.
-
-The study that drives them is `experiments/studies/nanogpt.py`.
-"""
+"""NanoGPT on character-level text: model, data, steps and spectra (run by `studies/nanogpt.py`)."""

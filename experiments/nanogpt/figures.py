@@ -15,9 +15,7 @@ import pandas as pd
 
 def with_optimizer(df: pd.DataFrame, configs: dict) -> pd.DataFrame:
     """Add an `optim` column from each run's resolved config."""
-    df = df.copy()
-    df["optim"] = df["run"].map(lambda r: configs[r]["optim"]["name"])
-    return df
+    return df.assign(optim=df["run"].map(lambda r: configs[r]["optim"]["name"]))
 
 
 def loss_curves(metrics: pd.DataFrame):
@@ -39,23 +37,25 @@ def loss_curves(metrics: pd.DataFrame):
     return fig
 
 
-def _first_run_per_optim(spectra: pd.DataFrame) -> pd.DataFrame:
-    first = spectra.groupby("optim")["run"].min()
-    return spectra[spectra["run"].isin(first.values)]
+def _panel_per_optimizer(rows: pd.DataFrame, height: float):
+    """(figure with a panel per optimizer, zip of panels and (optimizer, its first run's rows))."""
+    first_runs = rows.groupby("optim")["run"].min()
+    by_optim = rows[rows["run"].isin(first_runs.values)].groupby("optim")
+    n = by_optim.ngroups
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, height), squeeze=False)
+    return fig, zip(axes[0], by_optim, strict=True)
 
 
 def _lines_per_optimizer(rows: pd.DataFrame, column: str, title: str, label):
     """One log-scale panel per optimizer (its first run): `column` over steps, a line per name."""
-    rows = _first_run_per_optim(rows)
-    optims = sorted(rows["optim"].unique())
-    fig, axes = plt.subplots(1, len(optims), figsize=(5 * len(optims), 4), squeeze=False)
-    for ax, optim in zip(axes[0], optims, strict=True):
-        for name, group in rows[rows["optim"] == optim].groupby("name"):
+    fig, panels = _panel_per_optimizer(rows, height=4)
+    for ax, (optim, optim_rows) in panels:
+        for name, group in optim_rows.groupby("name"):
             ax.plot(group["step"], group[column], label=label(name, group))
         ax.set_yscale("log")
         ax.set_title(f"{title}, {optim}")
         ax.set_xlabel("step")
-    axes[0][0].legend(fontsize=6)
+    fig.axes[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -79,13 +79,9 @@ def gradient_nuclear_ranks(spectra: pd.DataFrame):
 
 def ratio_heatmap(spectra: pd.DataFrame):
     """log10 nr(G)/st(A) as a weight × step heat map (first run of each optimizer)."""
-    weights = _first_run_per_optim(spectra[spectra["kind"] == "weight"])
-    optims = sorted(weights["optim"].unique())
-    fig, axes = plt.subplots(1, len(optims), figsize=(5 * len(optims), 4.5), squeeze=False)
-    for ax, optim in zip(axes[0], optims, strict=True):
-        table = weights[weights["optim"] == optim].pivot_table(
-            index="name", columns="step", values="ratio"
-        )
+    fig, panels = _panel_per_optimizer(spectra[spectra["kind"] == "weight"], height=4.5)
+    for ax, (optim, optim_rows) in panels:
+        table = optim_rows.pivot_table(index="name", columns="step", values="ratio")
         image = ax.imshow(np.log10(table.to_numpy()), aspect="auto", cmap="viridis")
         ax.set_yticks(range(len(table.index)), table.index, fontsize=6)
         ax.set_xticks(range(len(table.columns)), table.columns, fontsize=6, rotation=90)
@@ -127,10 +123,8 @@ def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathl
         "nanogpt_ratio_heatmap": ratio_heatmap(spectra),
         "nanogpt_weight_spectral_norm": weight_spectral_norms(spectra),
     }
-    paths = []
-    for name, fig in figures.items():
-        path = out_dir / f"{name}.png"
+    paths = [out_dir / f"{name}.png" for name in figures]
+    for path, fig in zip(paths, figures.values(), strict=True):
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        paths.append(path)
     return paths

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from experiments.nanogpt.model import GPTConfig
 from specjax import diagnostics
@@ -33,25 +34,6 @@ BLOCK_FEEDS = {
     "mlp/fc": "mlp_in",
     "mlp/proj": "mlp_act",
 }
-# Where each sown activation lives inside the `intermediates` collection of a block.
-_BLOCK_ACT_PATHS = {
-    "attn_in": ("attn_in",),
-    "attn_out": ("attn", "attn_out"),
-    "mlp_in": ("mlp_in",),
-    "mlp_act": ("mlp", "mlp_act"),
-}
-
-
-def weight_paths(cfg: GPTConfig) -> dict[str, tuple[str, ...]]:
-    """Weight name → path of that matrix in the flax `params` tree."""
-    paths = {"wte": ("wte", "embedding"), "wpe": ("wpe",)}
-    for i in range(cfg.num_layers):
-        for name in BLOCK_FEEDS:
-            module, dense = name.split("/")
-            paths[f"block_{i}/{name}"] = (f"block_{i}", module, dense, "kernel")
-    if not cfg.tie_embeddings:
-        paths["head"] = ("head", "kernel")
-    return paths
 
 
 def feeds(cfg: GPTConfig) -> dict[str, str]:
@@ -65,32 +47,29 @@ def feeds(cfg: GPTConfig) -> dict[str, str]:
     return out
 
 
-def _get(tree, path):
-    for part in path:
-        tree = tree[part]
-    return tree
+def weight_path(name: str) -> tuple[str, ...]:
+    """Path of a named weight in the flax `params` tree, e.g. `block_0/attn/qkv/kernel`."""
+    embeddings = {"wte": ("wte", "embedding"), "wpe": ("wpe",)}
+    return embeddings.get(name, (*name.split("/"), "kernel"))
 
 
 def named_weights(params, cfg: GPTConfig) -> dict[str, jax.Array]:
-    return {name: _get(params, path) for name, path in weight_paths(cfg).items()}
+    """Weight name → its matrix in `params` (or in a tree shaped like it: grads, updates)."""
+    flat = traverse_util.flatten_dict(params)
+    return {name: flat[weight_path(name)] for name in feeds(cfg)}
 
 
 def named_activations(intermediates, cfg: GPTConfig) -> dict[str, jax.Array]:
-    """Sown activations by name (each `(B, T, d)`); `sow` stores a 1-tuple per call."""
+    """Every sown activation by name (each `(B, T, d)`; `sow` stores a 1-tuple per call)."""
     acts = {"head_in": intermediates["head_in"][0]}
     for i in range(cfg.num_layers):
-        for act, path in _BLOCK_ACT_PATHS.items():
-            acts[f"block_{i}/{act}"] = _get(intermediates[f"block_{i}"], path)[0]
+        for path, sown in traverse_util.flatten_dict(intermediates[f"block_{i}"]).items():
+            acts[f"block_{i}/{path[-1]}"] = sown[0]
     return acts
 
 
 def activation_stable_ranks(
-    acts: Mapping[str, jax.Array],
-    tokens_BxT: jax.Array,
-    cfg: GPTConfig,
-    *,
-    max_iters: int,
-    tol: float,
+    acts: Mapping[str, jax.Array], tokens_BxT: jax.Array, cfg: GPTConfig, *, max_iters, tol
 ) -> dict[str, jax.Array]:
     """st(A) of every activation; indicator matrices exactly, the rest by power iteration."""
     out = {
@@ -109,33 +88,29 @@ def stable_rank_tree(params, act_st: Mapping[str, jax.Array], cfg: GPTConfig):
     This is the `activation_stable_ranks=` argument of `specjax.optim.gated_spectral`.
     """
     by_path = {
-        path: act_st[feeds(cfg)[name]]
-        for name, path in weight_paths(cfg).items()
+        weight_path(name): act_st[act]
+        for name, act in feeds(cfg).items()
         if name.startswith("block_")
     }
-
-    def leaf(path, _):
-        key = tuple(getattr(p, "key", getattr(p, "name", p)) for p in path)
-        return by_path.get(key)
-
-    return jax.tree_util.tree_map_with_path(leaf, params)
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({path: by_path.get(path) for path in flat})
 
 
 def spectra_stats(params, grads, updates, act_st, cfg: GPTConfig, *, key, top_k: int):
     """jit-able: `layer_spectra` of every named weight with its feeding st(A)."""
-    weight_to_act = feeds(cfg)
     return diagnostics.layer_spectra(
         named_weights(params, cfg),
         named_weights(grads, cfg),
-        None if updates is None else named_weights(updates, cfg),
-        {w: act_st[a] for w, a in weight_to_act.items()},
+        named_weights(updates, cfg),
+        {weight: act_st[act] for weight, act in feeds(cfg).items()},
         key=key,
         top_k=top_k,
     )
 
 
-def _layer_of(name: str) -> int:
-    return int(name.split("/")[0].split("_")[1]) if name.startswith("block_") else -1
+def _row(kind: str, name: str, **values) -> dict:
+    layer = int(name.split("/")[0].split("_")[1]) if name.startswith("block_") else -1
+    return {"kind": kind, "name": name, "layer": layer, **values}
 
 
 def to_rows(stats, act_st, act_widths: Mapping[str, int], cfg: GPTConfig) -> list[dict]:
@@ -144,22 +119,14 @@ def to_rows(stats, act_st, act_widths: Mapping[str, int], cfg: GPTConfig) -> lis
     weight_to_act = feeds(cfg)
     rows = []
     for name, values in stats.items():
-        row = {"kind": "weight", "name": name, "layer": _layer_of(name)}
-        row["activation"] = weight_to_act[name]
+        row = _row("weight", name, activation=weight_to_act[name])
         for stat, v in values.items():
             v = np.asarray(v)
             row[stat] = v.astype(np.float64).tolist() if v.ndim else float(v)
         rows.append(row)
     for name, st in act_st.items():
-        rows.append(
-            {
-                "kind": "activation",
-                "name": name,
-                "layer": _layer_of(name),
-                "width": int(act_widths[name]),
-                "act_stable_rank": float(st),
-            }
-        )
+        width = int(act_widths[name])
+        rows.append(_row("activation", name, width=width, act_stable_rank=float(st)))
     return rows
 
 
@@ -167,8 +134,7 @@ def activation_widths(cfg: GPTConfig, context_length: int) -> dict[str, int]:
     """Number of columns of every activation matrix (the upper bound on its stable rank)."""
     widths = {"tokens": cfg.vocab_size, "positions": context_length, "head_in": cfg.width}
     for i in range(cfg.num_layers):
-        widths[f"block_{i}/attn_in"] = cfg.width
-        widths[f"block_{i}/attn_out"] = cfg.width
-        widths[f"block_{i}/mlp_in"] = cfg.width
+        for act in ("attn_in", "attn_out", "mlp_in"):
+            widths[f"block_{i}/{act}"] = cfg.width
         widths[f"block_{i}/mlp_act"] = cfg.mlp_ratio * cfg.width
     return widths

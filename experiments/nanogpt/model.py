@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from experiments.config import check_choice, check_positive_int
+
 ACTIVATIONS = ("gelu", "relu2")
 
 
@@ -41,19 +43,15 @@ class GPTConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        positive = ("context_length", "num_layers", "num_heads", "width", "mlp_ratio")
-        for name in positive + (("vocab_size",) if self.vocab_size is not None else ()):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name} must be a positive int, got {value!r}")
+        for name in ("context_length", "num_layers", "num_heads", "width", "mlp_ratio"):
+            check_positive_int(getattr(self, name), f"model.{name}")
+        if self.vocab_size is not None:
+            check_positive_int(self.vocab_size, "model.vocab_size")
         if self.width % self.num_heads:
             raise ValueError(
                 f"model.width={self.width} must be divisible by model.num_heads={self.num_heads}"
             )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"model.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
+        check_choice(self.activation, "model.activation", ACTIVATIONS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -92,11 +90,9 @@ class CausalSelfAttention(nn.Module):
         qkv_BxTx3D = _dense(3 * D, 0.02, "qkv")(x_BxTxD)
         q, k, v = (a.reshape(B, T, cfg.num_heads, H) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         # jax.nn.dot_product_attention picks a fused kernel where the backend has one.
-        y_BxTxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        y_BxTxD = y_BxTxNxH.reshape(B, T, D)
+        y_BxTxD = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(B, T, D)
         self.sow("intermediates", "attn_out", y_BxTxD)
-        std = 0.02 / math.sqrt(2 * cfg.num_layers)
-        out = _dense(D, std, "proj")(y_BxTxD)
+        out = _dense(D, 0.02 / math.sqrt(2 * cfg.num_layers), "proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 
@@ -108,13 +104,9 @@ class MLP(nn.Module):
         cfg = self.config
         D = x_BxTxD.shape[-1]
         h_BxTxF = _dense(cfg.mlp_ratio * D, 0.02, "fc")(x_BxTxD)
-        if cfg.activation == "gelu":
-            h_BxTxF = gelu_exact(h_BxTxF)
-        else:
-            h_BxTxF = jnp.square(nn.relu(h_BxTxF))
+        h_BxTxF = gelu_exact(h_BxTxF) if cfg.activation == "gelu" else jnp.square(nn.relu(h_BxTxF))
         self.sow("intermediates", "mlp_act", h_BxTxF)
-        std = 0.02 / math.sqrt(2 * cfg.num_layers)
-        out = _dense(D, std, "proj")(h_BxTxF)
+        out = _dense(D, 0.02 / math.sqrt(2 * cfg.num_layers), "proj")(h_BxTxF)
         return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 

@@ -1,9 +1,6 @@
 """Pure functions of the NanoGPT study: init, one train step, evaluation, spectra.
 
 The train state is a dict `{"step", "params", "opt_state"}` (orbax checkpoints it as is).
-`train_step(state, batch) -> (state, metrics)` is pure and jit-able; it captures activations
-only when the optimizer needs them (the gated optimizer reads st(A) of every block's input
-each step), so AdamW and Muon steps pay nothing for the `sow`s in the model.
 """
 
 from __future__ import annotations
@@ -15,15 +12,12 @@ import jax.numpy as jnp
 import optax
 
 from experiments.nanogpt import layers
-from experiments.nanogpt.model import GPT, GPTConfig
+from experiments.nanogpt.model import GPT
 
-# Power iteration settings for st(A) inside the gated step: activations have a dominant
-# direction (the mean token), so a few iterations reach 1e-3 relative accuracy.
-GATED_ST_MAX_ITERS = 10
-GATED_ST_TOL = 1e-3
-# For logging, tighter.
-LOG_ST_MAX_ITERS = 50
-LOG_ST_TOL = 1e-5
+# Power iteration for st(A). Inside the gated step a few iterations reach 1e-3 relative accuracy
+# (activations have a dominant direction, the mean token); logging asks for more.
+GATED_ST_ITERATION = {"max_iters": 10, "tol": 1e-3}
+LOG_ST_ITERATION = {"max_iters": 50, "tol": 1e-5}
 
 
 def init_state(model: GPT, tx: optax.GradientTransformation, key: jax.Array) -> dict:
@@ -39,35 +33,34 @@ def cross_entropy(logits_BxTxV: jax.Array, y_BxT: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y_BxT).mean()
 
 
-def _forward(model: GPT, params, x_BxT, dropout_key, capture: bool):
-    deterministic = model.config.dropout == 0.0
-    rngs = None if deterministic else {"dropout": dropout_key}
-    if capture:
-        logits, variables = model.apply(
-            {"params": params}, x_BxT, deterministic, rngs=rngs, mutable=["intermediates"]
-        )
-        return logits, variables["intermediates"]
-    return model.apply({"params": params}, x_BxT, deterministic, rngs=rngs), None
-
-
 def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key, capture):
-    """(loss, grads, optimizer extra args, activations or None)."""
+    """(loss, grads, optimizer extra args, st(A) by activation or None).
+
+    Activations are captured only when logged (`capture`) or read by the optimizer (the gated one
+    needs st(A) of every block input), so AdamW and Muon steps pay nothing for the model's `sow`s.
+    """
+    cfg = model.config
+    deterministic = cfg.dropout == 0.0
+    rngs = None if deterministic else {"dropout": dropout_key}
+    mutable = ["intermediates"] if capture or tx_needs_st else False
 
     def loss_fn(p):
-        logits, inter = _forward(model, p, x_BxT, dropout_key, capture or tx_needs_st)
-        return cross_entropy(logits, y_BxT), inter
+        out = model.apply({"params": p}, x_BxT, deterministic, rngs=rngs, mutable=mutable)
+        if not mutable:
+            return cross_entropy(out, y_BxT), None
+        logits, variables = out
+        return cross_entropy(logits, y_BxT), variables["intermediates"]
 
     (loss, inter), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    extra, act_st = {}, None
-    if inter is not None:
-        acts = layers.named_activations(inter, model.config)
-        max_iters, tol = (LOG_ST_MAX_ITERS, LOG_ST_TOL) if capture else (GATED_ST_MAX_ITERS,
-                                                                          GATED_ST_TOL)  # fmt: skip
-        act_st = layers.activation_stable_ranks(acts, x_BxT, model.config, max_iters=max_iters,
-                                                tol=tol)  # fmt: skip
-        if tx_needs_st:
-            tree = layers.stable_rank_tree(params, act_st, model.config)
-            extra["activation_stable_ranks"] = jax.lax.stop_gradient(tree)
+    if inter is None:
+        return loss, grads, {}, None
+    acts = layers.named_activations(inter, cfg)
+    iteration = LOG_ST_ITERATION if capture else GATED_ST_ITERATION
+    act_st = layers.activation_stable_ranks(acts, x_BxT, cfg, **iteration)
+    extra = {}
+    if tx_needs_st:
+        tree = layers.stable_rank_tree(params, act_st, cfg)
+        extra["activation_stable_ranks"] = jax.lax.stop_gradient(tree)
     return loss, grads, extra, act_st
 
 
@@ -114,7 +107,6 @@ def make_spectra_fn(
     model: GPT, tx: optax.GradientTransformation, needs_st: bool, key: jax.Array, top_k: int
 ) -> Callable:
     """jitted `(state, batch) -> (stats, act_st)`: the update `tx` would apply now, with spectra."""
-    cfg: GPTConfig = model.config
 
     @jax.jit
     def spectra_fn(state, batch):
@@ -124,10 +116,10 @@ def make_spectra_fn(
             model, needs_st, params, x_BxT, y_BxT, key, capture=True
         )
         updates, _ = tx.update(grads, state["opt_state"], params, **extra)
+        step_key = jax.random.fold_in(key, state["step"])
         stats = layers.spectra_stats(
-            params, grads, updates, act_st, cfg, key=jax.random.fold_in(key, state["step"]),
-            top_k=top_k,
-        )  # fmt: skip
+            params, grads, updates, act_st, model.config, key=step_key, top_k=top_k
+        )
         return stats, act_st
 
     return spectra_fn

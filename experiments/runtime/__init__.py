@@ -1,6 +1,1 @@
-"""Run-time machinery shared by every study: run context, records, logging, checkpoints, trainer.
-
-Studies import `RunContext` (from `experiments.runtime.context`) and `train`
-(from `experiments.runtime.trainer`); everything else here is an implementation detail
-of those two.
-"""
+"""Run-time machinery of every study; studies use only `context.RunContext` and `trainer.train`."""

@@ -1,7 +1,4 @@
-"""Data-parallel mesh and shardings: one axis "data" over all devices.
-
-Parameters are replicated (`P()`), batches are split along their leading axis (`P("data")`).
-"""
+"""Data-parallel mesh (one axis "data" over all devices): replicated parameters, split batches."""
 
 from __future__ import annotations
 
@@ -12,12 +9,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from experiments.config import DISTRIBUTED_MODES, check_choice
+
 DATA_AXIS = "data"
+
 
 def looks_multihost() -> bool:
     """True when the environment says several processes were launched together."""
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if "," in hosts:
+    if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         return True
     for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
         if int(os.environ.get(name, "1") or 1) > 1:
@@ -26,22 +25,20 @@ def looks_multihost() -> bool:
 
 
 def maybe_initialize_distributed(mode: str) -> bool:
-    """Call `jax.distributed.initialize()` for `mode="auto"` (when multi-host env) or `"on"`.
+    """Whether it ran `jax.distributed.initialize()`: for "on", or "auto" in a multi-host env.
 
-    Must run before anything touches the JAX backend. Returns whether it initialized.
+    Must run before anything touches the JAX backend.
     """
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"trainer.distributed must be 'auto', 'on' or 'off', got {mode!r}")
+    check_choice(mode, "trainer.distributed", DISTRIBUTED_MODES)
     if mode == "off" or (mode == "auto" and not looks_multihost()):
         return False
     jax.distributed.initialize()
     return True
 
 
-def make_data_mesh(devices: list | None = None) -> Mesh:
+def make_data_mesh() -> Mesh:
     """1-D mesh with axis "data" over all (global) devices."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,7 +1,6 @@
 """Progress reporting: a rich bar on a terminal, periodic plain lines otherwise.
 
-`Progress(total, desc).update(n=1, **postfix)`;
-`mode`: "auto" (rich on a TTY), "rich", "plain", "off".
+`Progress(total, desc, mode).update(n=1, **postfix)`, mode auto (rich on a TTY)|rich|plain|off.
 """
 
 from __future__ import annotations
@@ -9,12 +8,6 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 class Progress:
@@ -43,22 +36,15 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.mode == "rich":
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
+            from rich import progress as rich
 
-            self._bar = RichProgress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[postfix]}"),
+            self._bar = rich.Progress(
+                rich.TextColumn("{task.description}"),
+                rich.BarColumn(),
+                rich.MofNCompleteColumn(),
+                rich.TimeElapsedColumn(),
+                rich.TimeRemainingColumn(),
+                rich.TextColumn("{task.fields[postfix]}"),
                 transient=False,
             )
             self._bar.__enter__()
@@ -67,23 +53,22 @@ class Progress:
             )
         return self
 
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self._start
-        return (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
+    def _postfix_text(self) -> str:
+        shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in self.postfix.items()}
+        return " ".join(f"{k}={v}" for k, v in shown.items())
 
     def _line(self) -> str:
-        rate = self.rate()
+        elapsed = time.perf_counter() - self._start
+        rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
         head = f"{self.desc}: {self.done}/{self.total} [{rate:.3g} it/s, eta {eta:.0f}s]"
-        return f"{head} {extra}".rstrip()
+        return f"{head} {self._postfix_text()}".rstrip()
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         self.done += n
         self.postfix.update(postfix)
         if self.mode == "rich":
-            text = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
-            self._bar.update(self._task, advance=n, postfix=text)
+            self._bar.update(self._task, advance=n, postfix=self._postfix_text())
         elif self.mode == "plain":
             now = time.perf_counter()
             if now - self._last_print >= self.every_s or self.done >= self.total:

@@ -24,12 +24,11 @@ def git_state(root: pathlib.Path = REPO_ROOT) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):  # no git, not a checkout, a failed command
             return None
-        return out.stdout if out.returncode == 0 else None
 
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
@@ -39,18 +38,26 @@ def git_state(root: pathlib.Path = REPO_ROOT) -> dict[str, Any]:
     }
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
+def start_entry(overrides: list[str]) -> dict[str, Any]:
+    """When, where and from which code and command this run (or resume) started."""
+    return {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
+        "overrides": list(overrides),
+        "argv": list(sys.argv),
+        "host": platform.node(),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and devices, recorded once per run directory."""
+    packages: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
-            versions[name] = importlib.metadata.version(name)
+            packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def device_info() -> dict[str, Any]:
-    return {
+            packages[name] = None
+    devices = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "device_kind": jax.devices()[0].device_kind,
@@ -58,18 +65,4 @@ def device_info() -> dict[str, Any]:
         "local_device_count": jax.local_device_count(),
         "process_count": jax.process_count(),
     }
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def start_entry(overrides: list[str]) -> dict[str, Any]:
-    """When, where and from which code and command this run (or resume) started."""
-    return {"time": now(), "git": git_state(), "overrides": list(overrides),
-            "argv": list(sys.argv), "host": platform.node()}  # fmt: skip
-
-
-def environment() -> dict[str, Any]:
-    """Package versions and devices, recorded once per run directory."""
-    return {"packages": package_versions(), "devices": device_info()}
+    return {"packages": packages, "devices": devices}
