@@ -121,6 +121,16 @@ class RunConfig:
         if self.optim is not None:  # the schedule needs trainer.max_steps: check them together
             self.optim.learning_rate(self.trainer.max_steps)
 
+    def may_differ_on_resume(self) -> list[str]:
+        """Keys a rerun may change and still continue the same run (the rest must match)."""
+        keys = [f"trainer.{k}" for k in ("resume", "stop_at_step", "progress", "keep_ckpts",
+                                         "async_checkpointing", "distributed")]  # fmt: skip
+        keys += [f"logger.{f.name}" for f in dataclasses.fields(LoggerConfig)]
+        schedule_fixed = self.optim is None or self.optim.schedule == "constant"
+        if schedule_fixed or self.optim.decay_steps is not None:
+            keys.append("trainer.max_steps")  # training longer does not change the past steps
+        return keys
+
 
 def register_configs() -> None:
     """Put every config dataclass into Hydra's ConfigStore (idempotent)."""

@@ -2,9 +2,13 @@
 
 Hydra composes `configs/config.yaml` with the overrides against the typed configs
 (`experiments.config.register_configs`); the study `cfg.study.name` then runs through
-`experiments.runtime.launch.execute`. Exit status: 0 done; 1 non-finite loss; 2 invalid
-config or missing data file; 128+signal after SIGTERM/SIGINT (a checkpoint was saved: run
-the same command with `hydra.run.dir=<run dir>` to resume).
+`experiments.runtime.launch.execute`. Exit status:
+    0  done
+    1  non-finite loss (or an unexpected error, with its traceback)
+    2  invalid config, missing data file, or a run directory holding a run of another config
+    3  I/O: the run or checkpoint directory is unwritable, full, or in use by another process
+    128+signal after SIGTERM/SIGINT: a checkpoint was saved; rerun the same command with
+       `hydra.run.dir=<run dir>` to resume
 """
 
 import os
@@ -41,6 +45,11 @@ def main(composed: DictConfig) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # unwritable, full or busy run directory: no traceback
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: I/O: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

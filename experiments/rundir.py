@@ -11,8 +11,13 @@
       figures/                       PNGs from `python -m experiments.plot`
       summary.json                   {"status": completed|interrupted|non_finite|failed, ...}
       final_params.msgpack, nanogpt.json  a trained model for `python -m experiments.sample`
+      wandb_run_id.txt, wandb/       the wandb mirror's run id and files
+      .lock                          held by the process writing the run
 
-Writers: `append_metrics`, `write_spectra`, `append_table`, `write_record`, `add_dataset`,
+One directory holds one run: `claim` locks it, resumes a run of the same config, refuses one of
+another config (naming the keys that differ) and sets a previous run aside, never mixing two.
+
+Writers: `claim`, `append_metrics`, `write_spectra`, `append_table`, `write_record`, `add_dataset`,
 `write_summary`, `truncate_after` (resume). Readers: `load_run`, `load_runs`, `read_metrics`,
 `read_table`. Values are written as plain Python (0-d arrays → numbers, arrays → lists);
 floats round-trip exactly. Every file but the append-only metrics is replaced atomically.
@@ -24,6 +29,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +48,82 @@ FIGURES_DIR = "figures"
 SUMMARY_FILE = "summary.json"
 PARAMS_FILE = "final_params.msgpack"
 MODEL_FILE = "nanogpt.json"
+WANDB_ID_FILE = "wandb_run_id.txt"
+LOCK_FILE = ".lock"
+# Everything a run writes (Hydra's own .hydra/ and log file are left where they are).
+RUN_FILES = (CONFIG_FILE, OVERRIDES_FILE, RECORD_FILE, METRICS_FILE, SPECTRA_DIR, TABLES_DIR,
+             CHECKPOINT_DIR, "checkpoints.corrupt", FIGURES_DIR, SUMMARY_FILE, PARAMS_FILE,
+             MODEL_FILE, WANDB_ID_FILE, "wandb")  # fmt: skip
+
+
+class RunDirectoryConflict(ValueError):
+    """The run directory holds a run of another config."""
+
+
+class RunDirectoryInUse(OSError):
+    """Another process is writing this run directory."""
+
+
+# --- claiming a directory ----------------------------------------------------------------------
+def lock(run_dir: pathlib.Path):
+    """Hold `.lock` for this process's lifetime; RunDirectoryInUse at once if another holds it."""
+    import fcntl
+
+    handle = (pathlib.Path(run_dir) / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirectoryInUse(f"run directory {run_dir} is in use by {holder}; wait for it to "
+                                "finish or choose another hydra.run.dir") from None  # fmt: skip
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    handle.flush()
+    return handle
+
+
+def config_differences(old: Mapping, new: Mapping, may_differ: Iterable[str] = ()) -> list[str]:
+    """"key: old → new" for every flattened key that differs, except those in `may_differ`."""
+    a, b = flatten(old), flatten(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in set(may_differ)]
+    return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def set_aside(run_dir: pathlib.Path) -> pathlib.Path:
+    """Move a previous run's files into `<run dir>.replaced-<UTC time>`; returns that path."""
+    run_dir = pathlib.Path(run_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    target.mkdir(parents=True, exist_ok=False)
+    for name in RUN_FILES:
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, target / name)
+    return target
+
+
+def claim(run_dir: pathlib.Path, config: Mapping, resume: str, may_differ: Iterable[str]) -> str:
+    """Make `run_dir` hold this run: "new", "resume" (same config, a checkpoint to continue
+    from) or "replaced: <where the previous run's files went>". RunDirectoryConflict when it
+    holds a run of another config and `resume` is not "never"; nothing is moved then."""
+    run_dir = pathlib.Path(run_dir)
+    if not any((run_dir / name).exists() for name in RUN_FILES):
+        return "new"
+    old = _read_yaml(run_dir / CONFIG_FILE)
+    if resume != "never" and old is not None:
+        differences = config_differences(old, config, may_differ)
+        if differences:
+            raise RunDirectoryConflict(
+                f"run directory {run_dir} holds a run of another config ({'; '.join(differences)})."
+                " To continue that run, rerun it with its own config (its config.yaml); to "
+                "replace it, add trainer.resume=never (its files are then kept aside); or choose "
+                "another hydra.run.dir"
+            )
+        if any(p.name.isdigit() for p in (run_dir / CHECKPOINT_DIR).glob("*")):
+            return "resume"
+    return f"replaced: {set_aside(run_dir)}"
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -63,8 +145,11 @@ def atomic_write(path: pathlib.Path, data: str | bytes) -> None:
     """Write to a sibling temporary file, then rename: readers never see half a file."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def append_metrics(run_dir: pathlib.Path, step: int, metrics: Mapping[str, Any]) -> dict:

@@ -24,12 +24,15 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from specjax.linalg import nuclear_rank, randomized_svd, stable_rank
+from specjax.linalg import _validate, nuclear_rank, randomized_svd, stable_rank
 
 
 def as_token_matrix(a: jax.Array) -> jax.Array:
-    """Activations (..., d) as the (N, d) matrix whose rows are the N = prod(...) tokens."""
-    a = jnp.asarray(a)
+    """Activations (..., d) as the (N, d) matrix whose rows are the N = prod(...) tokens.
+
+    Integer input is converted like every linalg input (float64 with x64 enabled, else
+    float32; never wrapped)."""
+    a = _validate.as_float_array(a, "activation")
     if a.ndim < 2:
         raise ValueError(f"activation must have at least 2 dims (..., d), got shape {a.shape}")
     return a.reshape(-1, a.shape[-1])

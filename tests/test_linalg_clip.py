@@ -149,3 +149,32 @@ def test_bfloat16_keeps_dtype():
     out = jitted_soft()(jnp.asarray(x, jnp.bfloat16), 1.0)
     xb = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
     np.testing.assert_allclose(np.asarray(out, np.float64), soft_reference(xb, 1.0), atol=1e-2)
+
+
+CLIPS = {
+    "soft_ns": lambda x, c: sj.soft_spectral_clip(x, c),
+    "soft_ns_fixed_iters": lambda x, c: sj.soft_spectral_clip(x, c, iters=6),
+    "soft_svd": lambda x, c: sj.soft_spectral_clip(x, c, method="svd"),
+    "hard": sj.hard_spectral_clip,
+}
+
+
+@pytest.mark.parametrize("fn", sorted(CLIPS))
+def test_infinite_c_returns_x(fn):
+    """σ/√(1 + σ²/c²) → σ and min(σ, c) → σ as c → ∞: c = inf is no clipping, not NaN."""
+    f = CLIPS[fn]
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 6, 4)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(f(x, float("inf"))), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(jax.jit(f)(x, jnp.inf)), np.asarray(x))  # traced
+    np.testing.assert_array_equal(np.asarray(f(x.T, np.inf)), np.asarray(x.T))  # wide
+    # per-matrix c with one inf: that matrix unchanged, the other clipped as usual
+    out = np.asarray(jax.jit(f)(x, jnp.asarray([1.0, jnp.inf])))
+    np.testing.assert_array_equal(out[1], np.asarray(x[1]))
+    u, s, vt = np.linalg.svd(np.asarray(x[0], np.float64), full_matrices=False)
+    shrink = np.minimum(s, 1.0) if fn == "hard" else s / np.sqrt(1 + s**2)
+    np.testing.assert_allclose(out[0], (u * shrink) @ vt, atol=2e-4)
+    # continuity: a huge finite c is x to float32 rounding
+    np.testing.assert_allclose(np.asarray(f(x, 1e30)), np.asarray(x), rtol=1e-5, atol=1e-6)
+    if fn != "soft_ns":  # the adaptive while_loop is not reverse-differentiable
+        g = jax.grad(lambda a: jnp.sum(f(a, jnp.inf) * x))(x)  # d⟨f(a), x⟩/da = x at c = ∞
+        np.testing.assert_allclose(np.asarray(g), np.asarray(x), rtol=1e-6, atol=1e-6)

@@ -95,3 +95,17 @@ def test_full_split_windows_predict_every_token_once():
     assert x.shape == (3, 4, 10) and mask.sum() == 10
     targets = y.reshape(-1, 10)[mask.reshape(-1) > 0].ravel()
     assert np.array_equal(targets, np.arange(1, 101))
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_bad_explicit_path_fails_even_when_another_copy_exists(tmp_path, monkeypatch, kind):
+    """An explicit data.path is the only place looked: no silent switch to another copy."""
+    text = "To be, or not to be: that is the question.\n" * 50
+    (tmp_path / "tinyshakespeare.txt").write_text(text)
+    monkeypatch.setenv("SPECJAX_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "SHAKESPEARE_SHA256", hashlib.sha256(text.encode()).hexdigest())
+    assert data.CharDataConfig(download=False).load().source.startswith(str(tmp_path))
+    bad = tmp_path / ("nope.txt" if kind == "missing" else "")
+    what = "does not exist" if kind == "missing" else "is a directory"
+    with pytest.raises(FileNotFoundError, match=f"data.path=.* {what}"):
+        data.CharDataConfig(path=str(bad), download=False).load()

@@ -92,3 +92,22 @@ def test_only_the_gated_run_passes_activation_stable_ranks():
     needs = {name: compose_exp(name).optim.needs_activation_stable_ranks for name in EXPS}
     assert needs == {"nanogpt_adamw": False, "nanogpt_muon": False, "nanogpt_spectra": False,
                      "nanogpt_gated": True}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXPS)
+def test_kill_and_resume_is_bitwise_for_every_optimizer(name, tmp_path):
+    """Stopped at step 3 and resumed, every optimizer ends exactly where an unstopped run does:
+    optimizer state (moments, momentum, clip levels, gate statistics) and data position restored."""
+    from experiments.runtime.trainer import TrainingInterrupted
+
+    common = [f"+exp={name}", "trainer.progress=off", *TINY, "trainer.max_steps=6",
+              "trainer.async_checkpointing=false"]  # fmt: skip
+    run_experiment(tmp_path / "straight", common)
+    with pytest.raises(TrainingInterrupted):
+        run_experiment(tmp_path / "resumed", [*common, "trainer.stop_at_step=3"])
+    run_experiment(tmp_path / "resumed", common)
+    for name_ in ("metrics.jsonl", "final_params.msgpack"):
+        straight = (tmp_path / "straight" / name_).read_bytes()
+        assert (tmp_path / "resumed" / name_).read_bytes() == straight, name_
+    for part in sorted((tmp_path / "straight" / "spectra").iterdir()):
+        assert (tmp_path / "resumed" / "spectra" / part.name).read_bytes() == part.read_bytes()

@@ -1,4 +1,5 @@
-"""clip_by_spectral_norm, spectra*: clip bounds, small updates, c → ∞ equals the base."""
+"""clip_by_spectral_norm, spectra*: clip bounds, small updates, c → ∞ (and c = inf) equals the
+base, a float64 reference of the SPECTRA step."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import optax
 import optax.contrib
 import pytest
-from _optim_trees import gpt_like_params, random_grads
+from _optim_trees import Adam64, gpt_like_params, random_grads, soft_clip64, to_numpy64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -115,3 +116,108 @@ def test_pre_clip_and_constant_clr_warmup():
     np.testing.assert_allclose(levels[1:], [4.0, 2.0, 4 / 3, 1.0, 1.0], rtol=1e-5)
     # pre-clip bounded the raw gradient's spectral norm (40) by 2 before the base
     np.testing.assert_allclose(state.pre_clip_spectral_norm["w"], 40.0, rtol=1e-3)
+
+
+# ---- c = inf: no clipping ----
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+def test_clip_by_spectral_norm_with_infinite_c_is_the_identity(kind):
+    params = gpt_like_params()
+    g = random_grads(params, 0)
+    tx = so.clip_by_spectral_norm(float("inf"), kind=kind)
+    out, state = jax.jit(tx.update)(g, tx.init(params))
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(g), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    w = np.asarray(g["block_0"]["mlp"]["kernel"], np.float64)
+    np.testing.assert_allclose(
+        state.spectral_norm["block_0/mlp/kernel"], np.linalg.norm(w, 2), rtol=1e-2
+    )
+
+
+def test_spectra_with_infinite_c_is_its_base_step_for_step():
+    """c = inf: alpha=None gives optax.adamw exactly; alpha="muon" gives α·(Adam direction)."""
+    params = gpt_like_params()
+    inf = float("inf")
+    sched = optax.linear_schedule(1e-3, 1e-2, 3)
+    cases = {
+        "adamw": (
+            so.spectra_adamw(1e-2, inf, alpha=None, weight_decay=0.1),
+            optax.adamw(1e-2, weight_decay=0.1),
+            None,
+        ),
+        "warmup": (
+            so.spectra_adamw(sched, inf, alpha=None, constant_clr_warmup=3, pre_clip=inf),
+            optax.adamw(sched, weight_decay=0.0),
+            None,
+        ),
+        "alpha": (so.spectra_adamw(1e-2, inf, weight_decay=0.1), None, 1e-2),
+    }
+    for name, (tx, base, lr) in cases.items():
+        s, p = tx.init(params), params
+        sb, pb = (base.init(params), params) if base is not None else (None, None)
+        adam = Adam64(0.9, 0.999, 1e-8)
+        update = jax.jit(tx.update)
+        for step in range(3):
+            g = random_grads(params, step)
+            u, s = update(g, s, p)
+            assert np.isinf(float(s.clip_level)), name
+            if base is not None:
+                ub, sb = base.update(g, sb, pb)
+                for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(ub), strict=True):
+                    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
+                pb = optax.apply_updates(pb, ub)
+            else:
+                x = to_numpy64(p)
+                for path, d in to_numpy64(g).items():
+                    alpha = (
+                        np.sqrt(max(1.0, x[path].shape[1] / x[path].shape[0]))
+                        if x[path].ndim == 2
+                        else 1.0
+                    )
+                    ref = -lr * (alpha * adam.direction(path, d) + 0.1 * x[path])
+                    np.testing.assert_allclose(
+                        to_numpy64(u)[path], ref, rtol=2e-4, atol=1e-7, err_msg=path
+                    )
+            p = optax.apply_updates(p, u)
+
+
+# ---- float64 reference of the SPECTRA step with the clip active ----
+
+
+def _spectra_adamw_reference(params, grads, *, lr, c, weight_decay, alpha):
+    """X ← (1 − λη)X − α η H_c(U), U = Adam's m̂/(√v̂ + ε), α = √max(1, fan_out/fan_in)."""
+    x = to_numpy64(params)
+    adam = Adam64(0.9, 0.999, 1e-8)
+    updates = []
+    for g_tree in grads:
+        step_updates = {}
+        for path, g in to_numpy64(g_tree).items():
+            h = soft_clip64(adam.direction(path, g), c)
+            a = 1.0
+            if alpha == "muon" and h.ndim == 2:
+                a = np.sqrt(max(1.0, h.shape[1] / h.shape[0]))
+            step = lr * (a * h + weight_decay * x[path])
+            step_updates[path] = -step
+            x[path] = x[path] - step
+        updates.append(step_updates)
+    return updates
+
+
+@pytest.mark.parametrize("alpha", ["muon", None])
+def test_spectra_adamw_matches_float64_reference_with_active_clip(alpha):
+    """Sign-like Adam directions have ‖U‖₂ ≫ c = 2: the clip and α = √max(1, fan_out/fan_in)
+    (√2 for 16×32, √2.5 for the 16×40 head, 1 for the 40×16 embedding) both matter."""
+    params = gpt_like_params()
+    lr, c, wd = 1e-2, 2.0, 0.1
+    tx = so.spectra_adamw(lr, c, weight_decay=wd, alpha=alpha)
+    grads = [random_grads(params, t) for t in range(3)]
+    refs = _spectra_adamw_reference(params, grads, lr=lr, c=c, weight_decay=wd, alpha=alpha)
+    state, p = tx.init(params), params
+    update = jax.jit(tx.update)
+    for t, g in enumerate(grads):
+        u, state = update(g, state, p)
+        got = to_numpy64(u)
+        for path, ref in refs[t].items():
+            np.testing.assert_allclose(got[path], ref, rtol=2e-4, atol=2e-7, err_msg=f"{t} {path}")
+        p = optax.apply_updates(p, u)

@@ -1,5 +1,6 @@
 """Bad optimizer arguments: ValueError naming the argument / parameter path and the value."""
 
+import jax
 import jax.numpy as jnp
 import optax
 import pytest
@@ -66,3 +67,53 @@ def test_gated_needs_stable_ranks_for_every_block():
 
 def test_schedules_are_accepted():
     so.muon(optax.cosine_decay_schedule(0.02, 100)).init({"block": {"kernel": jnp.zeros((4, 4))}})
+
+
+@pytest.mark.parametrize(
+    ("build", "pattern"),
+    [
+        (
+            lambda: so.clip_by_spectral_norm(float("nan")),
+            r"c must be a positive number \(finite or inf\)",
+        ),
+        (lambda: so.clip_by_spectral_norm(-float("inf")), r"c must be .*-inf"),
+        (lambda: so.spectra_adamw(1e-3, float("nan")), r"c must be"),
+        (lambda: so.spectra_adamw(float("inf"), 1.0), r"learning_rate must be a positive finite"),
+    ],
+)
+def test_infinite_clip_level_is_allowed_but_nan_and_negative_inf_are_not(build, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build()
+    so.clip_by_spectral_norm(float("inf"))
+    so.spectra_adamw(1e-3, float("inf"), pre_clip=float("inf"))
+
+
+TRANSFORMS_WITH_NONE = {
+    "scale_by_polar": lambda: so.scale_by_polar(),
+    "muon": lambda: so.muon(0.1, weight_decay=0.1),
+    "clip": lambda: so.clip_by_spectral_norm(1.0),
+    "spectra": lambda: so.spectra_adamw(1e-3, 1.0, weight_decay=0.1),
+    "gated": lambda: so.gated_spectral(0.1, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS_WITH_NONE))
+def test_none_leaves_pass_through_like_optax(name):
+    """optax treats None as an empty subtree (optax.adamw accepts it); so does every transform."""
+    params = {"block": {"kernel": jnp.ones((4, 3))}, "skip": None, "b": [None, jnp.ones(3)]}
+    ref = optax.adamw(1e-3)
+    ref_u, _ = ref.update(params, ref.init(params), params)
+    tx = TRANSFORMS_WITH_NONE[name]()
+    extra = {"activation_stable_ranks": {"block": {"kernel": 1.0}}} if name == "gated" else {}
+    u, _ = tx.update(params, tx.init(params), params, **extra)
+    assert jax.tree.structure(u) == jax.tree.structure(ref_u)
+    assert u["skip"] is None and u["b"][0] is None
+
+
+def test_gated_weight_decay_without_params_is_an_error_not_a_silent_no_op():
+    params = {"block": {"kernel": jnp.ones((4, 3))}}
+    tx = so.gated_spectral(0.1, weight_decay=0.1)
+    st_a = {"block": {"kernel": 1.0}}
+    with pytest.raises(ValueError, match=r"weight_decay=0\.1 needs params="):
+        tx.update(params, tx.init(params), None, activation_stable_ranks=st_a)
+    so.gated_spectral(0.1).update(params, tx.init(params), None, activation_stable_ranks=st_a)

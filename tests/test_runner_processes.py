@@ -97,7 +97,7 @@ def test_missing_data_file_exits_2_with_where_it_looked(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert "error: Tiny Shakespeare not found" in done.stderr and str(missing) in done.stderr
+    assert f"error: data.path={str(missing)!r} does not exist" in done.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.plot import plot_runs
-from experiments.rundir import load_run, load_runs
+from experiments.rundir import RunDirectoryConflict, load_run, load_runs
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
 from tests._runs import run_experiment
 
@@ -100,7 +100,7 @@ def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path, capfd):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     run(tmp_path)
     err = capfd.readouterr().err
-    assert "checkpoint step 30" in err and "falling back" in err
+    assert "checkpoint step 30" in err and "corrupted" in err and "trying step 20" in err
     assert "resumed from checkpoint at step 20" in err
     assert (tmp_path / "metrics.jsonl").read_text() == (ref_dir / "metrics.jsonl").read_text()
     np.testing.assert_array_equal(
@@ -195,8 +195,10 @@ def test_runs_loader_and_plot(reference, tmp_path):
 def test_resume_with_another_seed_is_refused(reference, tmp_path):
     ref_dir, _ = reference
     shutil.copytree(ref_dir, tmp_path / "run")
-    with pytest.raises(ValueError, match=r"written with seed=0 but this run has seed=1"):
+    with pytest.raises(RunDirectoryConflict, match=r"another config \(seed: 0 → 1\)"):
         run(tmp_path / "run", "seed=1", "trainer.max_steps=50")
+    with pytest.raises(ValueError, match=r"written with seed=0 but this run has seed=1"):
+        run(tmp_path / "new", "seed=1", "trainer.max_steps=50", f"trainer.resume={ref_dir}")
 
 
 def test_last_step_is_logged_evaluated_and_saved_off_cadence(tmp_path):
@@ -207,3 +209,45 @@ def test_last_step_is_logged_evaluated_and_saved_off_cadence(tmp_path):
     assert list(metrics.dropna(subset=["val_loss"])["step"]) == [10, 20, 23]
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [10, 20, 23] and not (tmp_path / "spectra").exists()
+
+
+def test_trainer_feeds_batch_k_at_step_k_across_a_resume(tmp_path):
+    """Batch k at update k+1, before and after a resume (a trainer that always fed batch 0,
+    or restarted the data at 0, would pass every same-code-twice comparison)."""
+    import jax.numpy as jnp
+
+    from experiments.config import compose
+    from experiments.runtime.context import RunContext
+    from experiments.runtime.trainer import train
+
+    def init():
+        return {"seen": jnp.full((12,), -1, jnp.int32), "t": jnp.zeros((), jnp.int32)}
+
+    def step(state, batch):
+        seen = state["seen"].at[state["t"]].set(batch[0])
+        return {"seen": seen, "t": state["t"] + 1}, {"loss": jnp.float32(0.0)}
+
+    def batch(k):
+        return np.full((8,), k, np.int32)
+
+    common = ["+exp=quickstart", "trainer.max_steps=12", "trainer.ckpt_every=4",
+              "trainer.progress=off", "trainer.async_checkpointing=false"]  # fmt: skip
+    for overrides in ([*common, "trainer.stop_at_step=6"], common):
+        ctx = RunContext(tmp_path, compose(overrides))
+        try:
+            result = train(ctx, init=init, step=step, batch=batch)
+        except TrainingInterrupted as err:
+            assert err.step == 6
+        finally:
+            ctx.close()
+    assert np.asarray(result.state["seen"]).tolist() == list(range(12))
+
+
+@pytest.mark.parametrize("optim", ["muon", "spectra_adamw", "gated_spectral"])
+def test_spectral_optimizers_train_the_quickstart(tmp_path, optim):
+    """The quickstart's weight is routed to the spectral step (not silently to AdamW)."""
+    lr = {"muon": "0.02", "spectra_adamw": "0.1", "gated_spectral": "0.1"}[optim]
+    summary = run(tmp_path, f"optim={optim}", f"optim.lr={lr}", "trainer.max_steps=20",
+                  "trainer.spectra_every=0")  # fmt: skip
+    losses = load_run(tmp_path).metrics.dropna(subset=["loss"])["loss"].to_numpy()
+    assert np.isfinite(losses).all() and summary["loss"] < 0.5 * losses[0], losses

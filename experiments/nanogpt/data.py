@@ -127,7 +127,17 @@ def _download(target: Path, timeout_s: float) -> bytes | None:
 
 
 def find_shakespeare(path: str | None, download: bool, timeout_s: float = 20.0):
-    """Return `(bytes, source)` for Tiny Shakespeare, or `(None, places_looked)`."""
+    """Return `(bytes, source)` for Tiny Shakespeare, or `(None, places_looked)`.
+
+    An explicit `path` is the only place looked: a missing file or a directory is an error,
+    never a reason to use another copy."""
+    if path:
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            what = "is a directory" if explicit.is_dir() else "does not exist"
+            raise FileNotFoundError(f"data.path={str(explicit)!r} {what}; it must name the Tiny "
+                                    f"Shakespeare text file (sha256 {SHAKESPEARE_SHA256})")
+        return _checked(explicit.read_bytes(), str(explicit)), str(explicit)
     candidates = shakespeare_candidates(path)
     for candidate in candidates:
         if candidate.is_file():

@@ -1,15 +1,18 @@
-"""Orbax checkpoints of the train state plus a small JSON of run metadata.
+"""Orbax checkpoints of the train state plus a small JSON of run metadata, verified on restore.
 
 Each checkpoint step directory holds two items: `state` (the pytree, `StandardSave`) and
-`meta` (`{"step", "seed"}`, `JsonSave`; batches are a function of the step, so the step is
-also the data position). Saves are atomic (orbax writes to a
-temporary directory and renames); restore walks from the newest step down and skips, with a
-warning, any step that fails to restore (half-written or corrupted), moving it aside into
-`checkpoints.corrupt/` so the step can be written again.
+`meta` (`{"step", "seed", "fingerprint"}`, `JsonSave`; batches are a function of the step, so
+the step is also the data position). `fingerprint` is a per-leaf checksum of the state taken
+when it was saved. Saves are atomic (orbax writes to a temporary directory and renames).
+Restore walks from the newest step down; a step that fails to restore, whose fingerprint
+differs from its restored state, or whose metadata names another step is skipped with a
+warning naming it and the step tried next, and moved aside into `checkpoints.corrupt/`. Only
+a verified checkpoint is restored, or called good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import shutil
 import sys
@@ -17,6 +20,8 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -48,6 +53,40 @@ def resolve_checkpoint_path(path: str | pathlib.Path) -> tuple[pathlib.Path, int
     )
 
 
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    """Σᵢ bitsᵢ·(2i+1) mod 2³² over the leaf's 32-bit words: any single flipped bit changes it."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_ or x.dtype.itemsize == 1:
+        words = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 2:
+        words = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    else:  # 4 bytes → one word, 8 bytes → two
+        words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    words = words.ravel()
+    weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+    return jnp.sum(words * weights, dtype=jnp.uint32)
+
+
+@jax.jit
+def _checksums(state: Any) -> list[jax.Array]:
+    return [_leaf_checksum(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def state_fingerprint(state: Any) -> list[int]:
+    """One uint32 checksum per leaf of `state` (in tree order)."""
+    return [int(c) for c in np.asarray(jax.device_get(_checksums(state)), np.uint32).ravel()]
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint whose contents do not match what was saved."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (full disk, unwritable directory, ...)."""
+
+
 class Checkpoints:
     """Keep-last-N orbax `CheckpointManager` of (state, meta) with a fault-tolerant restore."""
 
@@ -55,6 +94,11 @@ class Checkpoints:
         self, directory: pathlib.Path, keep: int, async_save: bool = True, read_only: bool = False
     ):
         self.directory = pathlib.Path(directory).resolve()
+        if not read_only and jax.process_index() == 0:  # an unwritable directory fails now
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".write_probe"
+            probe.write_text("ok")
+            probe.unlink()
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=not read_only,
@@ -76,36 +120,66 @@ class Checkpoints:
         return steps[-1] if steps else None
 
     def save(self, step: int, state: Any, seed: int) -> bool:
+        """Start saving `step` (in the background when async); an earlier save's error raises."""
         if step in self.manager.all_steps():
             return False
-        meta = {"step": int(step), "seed": int(seed)}
+        meta = {"step": int(step), "seed": int(seed), "fingerprint": state_fingerprint(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        return self.manager.save(step, args=args, force=True)
+        with self._save_errors(f"saving checkpoint step {step}"):
+            self.manager.check_for_errors()
+            return self.manager.save(step, args=args, force=True)
+
+    def check(self) -> None:
+        """Raise CheckpointSaveError if a background save has failed."""
+        with self._save_errors("a background checkpoint save"):
+            self.manager.check_for_errors()
+
+    @contextlib.contextmanager
+    def _save_errors(self, what: str):
+        try:
+            yield
+        except CheckpointSaveError:
+            raise
+        except Exception as err:  # orbax reports a full disk as ValueError(RESOURCE_EXHAUSTED)
+            raise CheckpointSaveError(f"{what} to {self.directory} failed: "
+                                      f"{type(err).__name__}: {str(err)[:300]}") from err
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
         """Restore `step` (or the newest restorable one); None when there is nothing to restore."""
         candidates = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
         for candidate in candidates:
             try:
-                restored = self.manager.restore(
-                    candidate,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-                    ),
-                )
+                state, meta = self._restore_verified(candidate, abstract_state)
             except Exception as err:  # orbax raises many types for a damaged directory
                 if step is not None:
                     raise ValueError(
                         f"cannot restore checkpoint step {step} from {self.directory}: {err}"
                     ) from err
-                _warn(
-                    f"checkpoint step {candidate} in {self.directory} is incomplete or corrupted "
-                    f"({type(err).__name__}: {str(err)[:200]}); falling back to the previous one"
-                )
+                older = [c for c in candidates if c < candidate]
+                then = f"trying step {older[0]}" if older else "no older checkpoint: starting fresh"
+                _warn(f"checkpoint step {candidate} in {self.directory} is incomplete or corrupted "
+                      f"({type(err).__name__}: {str(err)[:200]}); {then}")  # fmt: skip
                 self._move_aside(candidate)
                 continue
-            return restored["state"], dict(restored["meta"])
+            return state, meta
         return None
+
+    def _restore_verified(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        )
+        restored = self.manager.restore(step, args=args)
+        state, meta = restored["state"], dict(restored["meta"])
+        if int(meta.get("step", -1)) != step:
+            raise CorruptCheckpoint(f"its metadata names step {meta.get('step')!r}")
+        expected = meta.get("fingerprint")
+        if expected is None:
+            raise CorruptCheckpoint("it has no fingerprint to verify its state against")
+        actual = state_fingerprint(state)
+        if actual != list(expected):
+            bad = [i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b]
+            raise CorruptCheckpoint(f"its state differs from what was saved (leaves {bad[:5]})")
+        return state, meta
 
     def _move_aside(self, step: int) -> None:
         if self._options.read_only or jax.process_index() != 0:
@@ -119,11 +193,15 @@ class Checkpoints:
         self._open()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._save_errors("a checkpoint save"):
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def restore_for_run(ckpts: Checkpoints, resume: str, target: Any, seed: int):

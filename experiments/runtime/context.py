@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,15 +53,28 @@ class RunContext:
         self.mesh = mesh if mesh is not None else make_data_mesh()
         self.is_writer = jax.process_index() == 0
         self._mirrors: list[wandb_mirror.GuardedMirror] = []
+        self._lock = None
         if self.is_writer:
             self.dir.mkdir(parents=True, exist_ok=True)
-            plain = dataclasses.asdict(cfg)
-            record = rundir.write_record(self.dir, plain, overrides,
-                                         provenance.start_entry(list(overrides)),
-                                         provenance.environment())  # fmt: skip
-            if cfg.logger.kind == "wandb":
-                tags = {"git": record["started"]["git"], "devices": record["devices"]}
-                self._mirrors = wandb_mirror.make_mirrors(self.dir, plain, cfg.logger, tags)
+            self._lock = rundir.lock(self.dir)
+            try:
+                self._start_record(cfg, overrides)
+            except BaseException:
+                self.close()
+                raise
+
+    def _start_record(self, cfg: RunConfig, overrides: Sequence[str]) -> None:
+        plain = dataclasses.asdict(cfg)
+        claim = rundir.claim(self.dir, plain, cfg.trainer.resume, cfg.may_differ_on_resume())
+        if claim.startswith("replaced"):
+            print(f"note: {self.dir} held an earlier run; its files were moved to "
+                  f"{claim.split(': ', 1)[1]}", file=sys.stderr, flush=True)  # fmt: skip
+        record = rundir.write_record(self.dir, plain, overrides,
+                                     provenance.start_entry(list(overrides)),
+                                     provenance.environment())  # fmt: skip
+        if cfg.logger.kind == "wandb":
+            tags = {"git": record["started"]["git"], "devices": record["devices"]}
+            self._mirrors = wandb_mirror.make_mirrors(self.dir, plain, cfg.logger, tags)
 
     def key(self, stream: str, *index: int) -> jax.Array:
         """The named stream's key, with each `index` folded in (per step, seed, repeat, ...)."""
@@ -114,3 +128,6 @@ class RunContext:
         for mirror in self._mirrors:
             mirror.finish(exit_code)
         self._mirrors = []
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import sys
 from collections.abc import Callable, Sequence
 
 import jax
@@ -28,13 +29,18 @@ def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str
     # Hydra sets the root logger to INFO; orbax / absl would then log every checkpoint file.
     for name in ("absl", "jax._src.xla_bridge", "orbax"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.raiseExceptions = False  # a library's malformed log call must not print tracebacks
     maybe_initialize_distributed(cfg.trainer.distributed)
     ctx = RunContext(run_dir, cfg, overrides=overrides)
 
     def finish(payload: dict, exit_code: int) -> None:
-        if jax.process_index() == 0:
-            rundir.write_summary(ctx.dir, payload)
-        ctx.close(exit_code=exit_code)
+        try:
+            if jax.process_index() == 0:
+                rundir.write_summary(ctx.dir, payload)
+        except OSError as err:  # e.g. a full disk: keep the error that ended the run
+            print(f"WARNING: could not write summary.json: {err}", file=sys.stderr, flush=True)
+        finally:
+            ctx.close(exit_code=exit_code)
 
     try:
         summary = dict(run_study(cfg, ctx) or {})

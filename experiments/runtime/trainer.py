@@ -126,6 +126,7 @@ def train(
         if start < cfg.max_steps:  # a bad batch size fails here, before anything compiles
             check_batch_divisible(batch(start), ctx.mesh)
         if restored is None:
+            ctx.truncate_after(-1)  # files of an earlier attempt with no usable checkpoint
             state = jax.jit(init, out_shardings=state_sharding)()
         else:
             state = restored[0]
@@ -160,6 +161,7 @@ def train(
             for k in range(start + 1, cfg.max_steps + 1):
                 state, metrics = train_step(state, put_batch(batch(k - 1), ctx.mesh))
                 read_back(progress)  # step k-1's metrics, now that step k is dispatched
+                ckpts.check()  # a failed background save stops the run now, not at the end
                 in_flight = (k, metrics)
                 progress.update(1)
                 stop = signals.signum is not None or k == cfg.stop_at_step

@@ -13,9 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from experiments import rundir
 from experiments.config import LoggerConfig
-
-WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 class WandbMirror:
@@ -31,7 +30,7 @@ class WandbMirror:
         import wandb
 
         self._wandb = wandb
-        id_path = pathlib.Path(run_dir) / WANDB_ID_FILE
+        id_path = pathlib.Path(run_dir) / rundir.WANDB_ID_FILE
         run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
         id_path.write_text(run_id + "\n")
         mode = logger_cfg.mode or os.environ.get("WANDB_MODE") or "online"

@@ -19,6 +19,7 @@ import numpy as np
 from experiments.config import RunConfig, check_positive_int
 from experiments.runtime.context import RunContext
 from experiments.runtime.trainer import train
+from specjax import stable_rank
 
 
 @dataclasses.dataclass
@@ -49,7 +50,12 @@ def _loss(w_DxK: jax.Array, batch: dict) -> jax.Array:
     return 0.5 * jnp.mean(jnp.sum((batch["x"] @ w_DxK - batch["y"]) ** 2, axis=-1))
 
 
-def make_train_step(tx, nan_at_step: int | None):
+def _params(w_DxK: jax.Array) -> dict:
+    """The weight under a flax-style name, so spectral optimizers route it as a hidden matrix."""
+    return {"linear": {"kernel": w_DxK}}
+
+
+def make_train_step(tx, nan_at_step: int | None, needs_activation_stable_ranks: bool = False):
     """Pure step: state {"w", "opt", "step"} → (state, {"loss", "grad_norm"})."""
 
     def train_step(state, batch):
@@ -57,8 +63,11 @@ def make_train_step(tx, nan_at_step: int | None):
         if nan_at_step is not None:  # fault injection: the update numbered nan_at_step goes NaN
             poison = jnp.where(state["step"] + 1 == nan_at_step, jnp.nan, 1.0)
             loss, grad = loss * poison, grad * poison
-        updates, opt = tx.update({"w": grad}, state["opt"], {"w": state["w"]})
-        w = state["w"] + updates["w"]
+        extra = {}
+        if needs_activation_stable_ranks:  # the gated optimizer: st(X) of the layer's input
+            extra["activation_stable_ranks"] = _params(stable_rank(batch["x"]))
+        updates, opt = tx.update(_params(grad), state["opt"], _params(state["w"]), **extra)
+        w = state["w"] + updates["linear"]["kernel"]
         metrics = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
         return {"w": w, "opt": opt, "step": state["step"] + 1}, metrics
 
@@ -73,7 +82,7 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
 
     def init():
         w = jnp.zeros((o.dim, o.outputs), jnp.float32)
-        return {"w": w, "opt": tx.init({"w": w}), "step": jnp.zeros((), jnp.int32)}
+        return {"w": w, "opt": tx.init(_params(w)), "step": jnp.zeros((), jnp.int32)}
 
     def batch(step: int):
         return _sample(ctx.key("data", step), o.batch_size, w_star_DxK, o.noise)
@@ -91,8 +100,8 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
             {"layer": "w", "quantity": "weight", "stable_rank": stable_rank, "singular_values": s}
         ]
 
-    result = train(ctx, init=init, step=make_train_step(tx, o.nan_at_step), batch=batch,
-                   evaluate=evaluate, spectra=spectra)  # fmt: skip
+    step = make_train_step(tx, o.nan_at_step, cfg.optim.needs_activation_stable_ranks)
+    result = train(ctx, init=init, step=step, batch=batch, evaluate=evaluate, spectra=spectra)
     return {k: float(v) for k, v in result.metrics.items()}
 
 

@@ -77,11 +77,15 @@ def _inverse_sqrt(b: jax.Array, iters: int | None, max_iters: int) -> jax.Array:
 
 
 def _soft_scale(sigma: jax.Array, c: jax.Array) -> jax.Array:
-    """σ/√(1 + σ²/c²) without overflow: c·r/√(1 + r²), r = σ/c."""
+    """σ/√(1 + σ²/c²) without overflow: c/√(1 + 1/r²) for r = σ/c > 1, else σ/√(1 + r²).
+
+    Neither branch multiplies c by r (c·r = σ), so c = ∞ gives σ, not ∞·0 = NaN.
+    """
     r = sigma / c
     big = r > 1
     r_safe = jnp.where(big, r, 1)
-    return c * jnp.where(big, 1 / jnp.sqrt(1 + 1 / r_safe**2), r / jnp.sqrt(1 + r**2))
+    c_safe = jnp.where(big, c, 1)  # the unselected branch stays finite for c = ∞ (gradients)
+    return jnp.where(big, c_safe / jnp.sqrt(1 + 1 / r_safe**2), sigma / jnp.sqrt(1 + r**2))
 
 
 def _svd_map(x: jax.Array, c: jax.Array, sigma_map) -> jax.Array:
@@ -92,8 +96,12 @@ def _svd_map(x: jax.Array, c: jax.Array, sigma_map) -> jax.Array:
     c = _clip_level(c, x.ndim - 2, work)
     # Clip the normalized σ against c/scale; rescale at the end (scale ≤ 3e38 fits).
     safe_scale = jnp.where(scale > 0, scale, 1)
-    s_new = sigma_map(s, (c / safe_scale)[..., 0]) * safe_scale[..., 0]
+    # c = ∞ stays ∞ without forming ∞/scale (whose gradient in scale would be ∞·0 = NaN)
+    c_finite = jnp.where(jnp.isposinf(c), 1, c)
+    c_hat = jnp.where(jnp.isposinf(c), jnp.inf, c_finite / safe_scale)
+    s_new = sigma_map(s, c_hat[..., 0]) * safe_scale[..., 0]
     out = (u * s_new[..., None, :]) @ vt
+    out = jnp.where(jnp.isposinf(c), x.astype(work), out)  # c = ∞: no clipping, exactly x
     out = jnp.where(c > 0, out, jnp.nan)
     return _numerics.nan_where_not_finite(out, finite).astype(out_dtype)
 
@@ -101,8 +109,9 @@ def _svd_map(x: jax.Array, c: jax.Array, sigma_map) -> jax.Array:
 def hard_spectral_clip(x: jax.Array, c) -> jax.Array:
     """U·diag(min(σ, c))·Vᵀ for each matrix in (..., m, n) (exact, by SVD).
 
-    `c` > 0: a scalar or an array of the batch shape. Zero → zero; NaN/Inf → NaN; a
-    traced c ≤ 0 (not checkable at trace time) gives NaN. Keeps x's dtype.
+    `c` > 0: a scalar or an array of the batch shape; c = inf returns x unchanged. Zero →
+    zero; NaN/Inf entries → NaN; a traced c ≤ 0 (not checkable at trace time) gives NaN.
+    Keeps x's dtype.
     """
     x = _validate.as_matrix(x)
     _validate.check_positive(c, "c")
@@ -123,8 +132,9 @@ def soft_spectral_clip(
     `iters=None` adapts to the scale (converged to float32 round-off, at most
     `max_iters` iterations, ≈ log(1 + rank·σ_max²/c²)/log(9/4) + 3); a fixed `iters` is
     differentiable but under-converged when σ_max/c is large (see module docstring).
-    method="svd": exact. `c` > 0: scalar or batch-shaped. Zero → zero; NaN/Inf → NaN;
-    traced c ≤ 0 → NaN. Keeps x's dtype (computes in float32 or float64).
+    method="svd": exact. `c` > 0: scalar or batch-shaped; c = inf returns x unchanged (the
+    limit σ/√(1 + σ²/c²) → σ). Zero → zero; NaN/Inf entries → NaN; traced c ≤ 0 → NaN.
+    Keeps x's dtype (computes in float32 or float64).
     """
     _validate.check_method(method, SOFT_CLIP_METHODS)
     x = _validate.as_matrix(x)
@@ -144,17 +154,22 @@ def soft_spectral_clip(
     frob = jnp.sqrt(jnp.sum(jnp.square(x_hat), axis=(-2, -1), keepdims=True))
     y_hat = x_hat / jnp.where(frob > 0, frob, 1)
     c_arr = _clip_level(c, x.ndim - 2, work)
-    t = frob * scale / c_arr  # ‖X‖_F / c, may be inf for extreme ratios (then w = 0)
+    norm_x = frob * scale  # ‖X‖_F
+    t = norm_x / c_arr  # ‖X‖_F / c, may be inf for extreme ratios (then w = 0); 0 for c = ∞
     w = 1 / (1 + t * t)
-    # √(1 − w) = t/√(1 + t²), written so that neither t² → 0 nor t² → ∞ loses it
-    t_safe = jnp.where(t > 1, t, 1)
-    sqrt_one_minus_w = jnp.where(t > 1, 1 / jnp.sqrt(1 + 1 / t_safe**2), t / jnp.sqrt(1 + t * t))
+    # c·√(1 − w) = c·t/√(1 + t²): c/√(1 + 1/t²) for t > 1, ‖X‖_F/√(1 + t²) otherwise, so that
+    # neither t² → 0 nor t² → ∞ loses it and c = ∞ gives ‖X‖_F, not ∞·0 = NaN
+    big = t > 1
+    t_safe = jnp.where(big, t, 1)
+    c_safe = jnp.where(big, c_arr, 1)  # finite in the unselected branch (gradients at c = ∞)
+    coef = jnp.where(big, c_safe / jnp.sqrt(1 + 1 / t_safe**2), norm_x / jnp.sqrt(1 + t * t))
     gram = _numerics.matrix_transpose(y_hat) @ y_hat
     eye = jnp.eye(gram.shape[-1], dtype=work)
     b = w * eye + (1 - w) * gram
     z = _inverse_sqrt(b, iters, max_iters)
-    out = c_arr * sqrt_one_minus_w * (y_hat @ z)
+    out = coef * (y_hat @ z)
     if transposed:
         out = _numerics.matrix_transpose(out)
+    out = jnp.where(jnp.isposinf(c_arr), x.astype(work), out)  # c = ∞: no clipping, exactly x
     out = jnp.where(c_arr > 0, out, jnp.nan)
     return _numerics.nan_where_not_finite(out, finite).astype(out_dtype)

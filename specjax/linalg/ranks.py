@@ -7,7 +7,8 @@ Degenerate inputs (all functions): a zero matrix has effective rank 0 (as rank(0
 NaN or Inf entries give NaN; 1×n and n×1 matrices have rank ≤ 1 and give 1 (or 0 if
 zero). Results are computed in float32 (float64 for float64 input) and returned in that
 compute dtype, including for bfloat16 input, because a rank rounded to bfloat16's
-8-bit mantissa would be misleading.
+8-bit mantissa would be misleading. Integer input is converted before any arithmetic: to
+float64 with x64 enabled, float32 otherwise (so int64 entries ≥ 2³¹ never wrap).
 """
 
 from __future__ import annotations

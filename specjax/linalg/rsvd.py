@@ -61,7 +61,8 @@ def randomized_svd(
     """Top-`rank` SVD x ≈ u diag(s) vt of each matrix in (..., m, n).
 
     Returns u (..., m, rank), s (..., rank) descending, vt (..., rank, n), in the input
-    dtype (float32 for integer input); computed in float32 (float64 for float64 input).
+    dtype; computed in float32 (float64 for float64 input). Integer input is first converted
+    to float64 with x64 enabled, float32 otherwise (never wrapped).
     `rank` is static (a Python int, 1 ≤ rank ≤ min(m, n)); the sketch has
     min(rank + oversample, min(m, n)) columns. The error shrinks like
     (σ_{rank+oversample+1}/σ_rank)^(2·iters+1) after `iters` power iterations.

@@ -31,14 +31,16 @@ muon(learning_rate, *, momentum=0.95, nesterov=True, weight_decay=0.0,
     Hidden matrices (label "muon"): momentum (Nesterov) → scale_by_polar → decoupled weight
     decay → −learning_rate. Everything else (label "adam"): AdamW. `learning_rate` may be a
     float or an optax schedule. label_fn: params -> tree of "muon"/"adam" (default
-    `default_flax_label_fn()`: hidden `kernel`s, not embeddings / heads). adam_learning_rate
-    None → learning_rate; adam_weight_decay None → weight_decay on Adam leaves of ndim ≥ 2
-    (embeddings, head), 0 on vectors (norm scales, biases).
+    `default_flax_label_fn()`: hidden `kernel`s, not embeddings / heads; a tree with matrices
+    but no such kernel, e.g. a plain dict, is a ValueError at init: pass label_fn).
+    adam_learning_rate None → learning_rate; adam_weight_decay None → weight_decay on Adam
+    leaves of ndim ≥ 2 (embeddings, head), 0 on vectors (norm scales, biases).
 
 clip_by_spectral_norm(c, *, kind="soft", iters=None, reshape=None, track_stats=True)
     -> GradientTransformation
     Matrices: soft σ ↦ σ/√(1+σ²/c²) (Newton–Schulz, no SVD) or hard σ ↦ min(σ, c) (SVD).
-    Vectors: soft g/√(1+(‖g‖/c)²), hard g·min(1, c/‖g‖). iters=None picks the Newton–Schulz
+    Vectors: soft g/√(1+(‖g‖/c)²), hard g·min(1, c/‖g‖). c = inf: updates unchanged.
+    iters=None picks the Newton–Schulz
     iteration count from the spectrum's scale (see `specjax.soft_spectral_clip`).
     State `ClipBySpectralNormState.spectral_norm`: {path: ‖U‖₂ before clipping (per matrix;
     ‖g‖₂ for vectors)}.
@@ -49,8 +51,8 @@ spectra(base, c, *, learning_rate, weight_decay=0.0, weight_decay_mask=None, pre
     -> GradientTransformation
     SPECTRA (Jiang, Semenov & Stich 2026): X ← (1 − λη) X − α η H_c(U), U = `base`'s direction
     (base must NOT include the learning rate), H_c the spectral clip, α = √max(1, fan_out/fan_in)
-    ("muon") or 1 (None), applied to every parameter. c → ∞ reduces to the base optimizer
-    (exactly for α = 1). pre_clip=c_pre soft-clips raw 2-D gradients before `base`.
+    ("muon") or 1 (None), applied to every parameter. c → ∞ (c = inf allowed) reduces to the
+    base optimizer (exactly for α = 1). pre_clip=c_pre soft-clips raw 2-D gradients before `base`.
     constant_clr_warmup=W: for the first W steps use c·η(W)/η(t) so that c·lr stays constant.
 spectra_adamw(learning_rate, c, *, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, **spectra_kw)
 spectra_signum(learning_rate, c, *, momentum=0.9, nesterov=True, weight_decay=0.0, **spectra_kw)
@@ -67,9 +69,13 @@ gated_spectral(learning_rate, *, euclidean="sgd", momentum=0.0, nesterov=False,
     params (None / absent for non-block leaves) of st(A) of each block's incoming activations.
     Spectral step (spectral_learning_rate None): −η (‖U‖_*/st(A)) polar(U), the steepest step
     under the same smoothness model as −η U; else −η_s √max(1, fan_out/fan_in) polar(U).
+    U = momentum trace m_t = β m_{t−1} + g_t (Nesterov: g_t + β m_t); weight decay −ηλX on
+    every leaf (needs params). Default labels: as muon's (a ValueError at init if they find
+    no block in a tree with matrices).
     State `GatedSpectralState`: nuclear_rank, stable_rank, took_spectral ({path: per matrix}).
 
-Routing helpers: `default_flax_label_fn`, `resolve_labels`, `path_str`.
+Routing helpers: `default_flax_label_fn`, `resolve_labels`, `path_str`. `None` leaves in
+params / updates are empty subtrees, as in optax: every transform passes them through as None.
 
 `optax.inject_hyperparams` works (learning rates may then be injected arrays); `iters` and
 `eps` size the unrolled Newton–Schulz loop, so pass `static_args=("iters", "eps")`.

@@ -22,8 +22,11 @@ def _is_concrete_number(value) -> bool:
     return isinstance(value, np.ndarray | jax.Array) and np.ndim(value) == 0
 
 
-def check_positive(name: str, value, *, allow_schedule: bool = False) -> None:
-    """`value` must be a positive finite number (or, if allowed, a schedule `step -> value`).
+def check_positive(
+    name: str, value, *, allow_schedule: bool = False, allow_inf: bool = False
+) -> None:
+    """`value` must be a positive finite number (or, if allowed, a schedule `step -> value`;
+    with `allow_inf`, +inf too: a clip level c = inf means no clipping).
 
     Traced values (e.g. hyperparameters under `optax.inject_hyperparams` inside `jit`) are
     accepted unchecked: they were checked when first injected as concrete numbers.
@@ -44,8 +47,11 @@ def check_positive(name: str, value, *, allow_schedule: bool = False) -> None:
         )
         raise ValueError(f"{name} must be {what}, got {value!r}")
     v = float(value)
+    if allow_inf and v == np.inf:
+        return
     if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        what = "a positive number (finite or inf)" if allow_inf else "a positive finite number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def check_nonnegative(name: str, value) -> None:

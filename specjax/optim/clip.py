@@ -5,9 +5,10 @@ inverse square root, no SVD) or hard σ ↦ min(σ, c) (`specjax.hard_spectral_c
 Vectors and scalars: soft g/√(1 + (‖g‖/c)²), hard g·min(1, c/‖g‖).
 
 Both soft maps satisfy ‖H_c(U)‖₂ < c and H_c(U) = U(1 − O(‖U‖²/c²)), so small updates pass
-nearly unchanged. Iteration count: `iters=None` lets the soft clip iterate until converged (its
-count grows like log(σ_max/c)); a fixed small `iters` under-converges when σ_max/c is large
-(10 iterations can be 25–55% off on power-law spectra), never above c.
+nearly unchanged; c = inf (allowed, soft or hard) returns every update exactly. Iteration
+count: `iters=None` lets the soft clip iterate until converged (its count grows like
+log(σ_max/c)); a fixed small `iters` under-converges when σ_max/c is large (10 iterations can
+be 25–55% off on power-law spectra), never above c.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def init_norm_stats(views: dict[str, LeafView], track_stats: bool) -> dict[str, 
 
 
 def check_clip_args(c, kind: str, iters) -> None:
-    _validate.check_positive("c", c)
+    _validate.check_positive("c", c, allow_inf=True)
     _validate.check_choice("kind", kind, KINDS)
     _validate.check_iters("iters", iters, allow_none=True)
 
@@ -115,6 +116,7 @@ def clip_by_spectral_norm(
 ) -> optax.GradientTransformation:
     """Clip every matrix update's spectrum at c (soft or hard) and every vector's norm at c.
 
+    `c` > 0; c = inf passes every update through unchanged (the limit of both maps).
     `reshape` declares leaves of ndim > 2 ("conv", "stack", "vector"), as in `scale_by_polar`.
     State records the spectral norm of each update before clipping.
     """

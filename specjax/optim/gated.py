@@ -29,6 +29,7 @@ from specjax.optim._matrices import (
     to_matrices,
 )
 from specjax.optim.labels import (
+    check_default_routing,
     default_flax_label_fn,
     leaves_with_paths,
     path_str,
@@ -79,7 +80,15 @@ def gated_spectral(
     `update(updates, state, params=None, *, activation_stable_ranks=tree)`: st(A) per block
     (a tree matching params; None or absent for non-block leaves; per-matrix arrays for stacks).
     Blocks are the leaves labelled "block" by `label_fn` (default: flax hidden kernels); others
-    ("other") always take the Euclidean step. Decoupled weight decay −ηλX on every leaf.
+    ("other") always take the Euclidean step. With the default, a tree that has matrices but no
+    flax hidden kernel (a plain dict or list of arrays) is a `ValueError` at `init`: pass
+    `label_fn`. `None` leaves are empty subtrees (as in optax) and stay `None`.
+
+    Per step t, with g the gradient and β = `momentum` (optax.trace, no dampening):
+    m_t = β m_{t−1} + g_t, U = g_t + β m_t (nesterov) or m_t. Euclidean direction E = U ("sgd")
+    or Adam's m̂/(√v̂ + ε) of the raw g ("adam"). A block takes
+    −η (‖U‖_*/st(A)) polar(U) where nr(U) = ‖U‖_*²/‖U‖_F² ≥ st(A), else −η E; every leaf then
+    adds the decoupled weight decay −ηλX (λ = `weight_decay`; needs `params`).
     """
     _validate.check_learning_rate("learning_rate", learning_rate)
     if spectral_learning_rate is not None:
@@ -118,6 +127,15 @@ def gated_spectral(
 
     def init_fn(params):
         blocks = block_views(params)
+        if label_fn is None:
+            check_default_routing(
+                params,
+                resolve_labels(params, labels, GATED_LABELS),
+                "block",
+                "other",
+                optimizer="gated_spectral",
+                step="gated spectral",
+            )
         zeros = {p: jnp.zeros(v.stack_shape, jnp.float32) for p, v in blocks.items()}
         return GatedSpectralState(
             count=jnp.zeros([], jnp.int32),
@@ -187,6 +205,11 @@ def gated_spectral(
                 step = step + lr * weight_decay * x
             return (-step).astype(e.dtype)
 
+        if params is None and weight_decay:
+            raise ValueError(
+                f"gated_spectral with weight_decay={weight_decay!r} needs params= in update "
+                "(the decay is −η·λ·X); got params=None"
+            )
         if params is None:
             out = jax.tree_util.tree_map_with_path(lambda p, e: finish(p, e, None), euclid)
         else:

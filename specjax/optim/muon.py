@@ -16,7 +16,11 @@ import jax.numpy as jnp
 import optax
 
 from specjax.optim import _validate
-from specjax.optim.labels import default_flax_label_fn, validated_label_fn
+from specjax.optim.labels import (
+    check_default_routing,
+    default_flax_label_fn,
+    validated_label_fn,
+)
 from specjax.optim.polar_update import METHODS, SCALINGS, scale_by_polar
 
 MUON_LABELS = ("muon", "adam")
@@ -94,13 +98,16 @@ def muon(
     mesh: jax.sharding.Mesh | None = None,
     stack_axis: str | None = None,
     track_stats: bool = True,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """Muon on parameters labelled "muon", AdamW on those labelled "adam".
 
     Hidden matrices: X ← X − η (s · polar(û) + λ X) with û the Nesterov momentum and s the
     `scaling` rule. `label_fn`: params -> tree of "muon"/"adam" (default: flax hidden kernels);
-    an unlabelled leaf is a `ValueError` at `init`. `adam_learning_rate` None → `learning_rate`;
-    `adam_weight_decay` None → `weight_decay`, applied to Adam leaves of ndim ≥ 2 only.
+    an unlabelled leaf is a `ValueError` at `init`, and so is a tree in which the default finds
+    no hidden kernel but which has matrices (e.g. a plain dict {"w1": ..., "w2": ...}: pass
+    `label_fn`). `None` leaves are empty subtrees (as in optax) and stay `None`.
+    `adam_learning_rate` None → `learning_rate`; `adam_weight_decay` None → `weight_decay`,
+    applied to Adam leaves of ndim ≥ 2 only (0 on vectors: norm scales, biases).
     The returned state's `inner_states["muon"]` holds `ScaleByPolarState.nuclear_rank`.
     """
     _validate.check_learning_rate("learning_rate", learning_rate)
@@ -116,6 +123,7 @@ def muon(
     if adam_weight_decay is not None:
         _validate.check_nonnegative("adam_weight_decay", adam_weight_decay)
     labels = validated_label_fn(label_fn or default_flax_label_fn("muon", "adam"), MUON_LABELS)
+    check_routing = label_fn is None
 
     muon_tx = optax.chain(
         scale_by_nesterov_momentum(momentum, nesterov),
@@ -141,4 +149,13 @@ def muon(
         weight_decay=weight_decay if adam_weight_decay is None else adam_weight_decay,
         mask=_matrix_mask,
     )
-    return optax.partition({"muon": muon_tx, "adam": adam_tx}, labels)
+    partitioned = optax.partition({"muon": muon_tx, "adam": adam_tx}, labels)
+
+    def init_fn(params):
+        if check_routing:
+            check_default_routing(
+                params, labels(params), "muon", "adam", optimizer="muon", step="Muon"
+            )
+        return partitioned.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, partitioned.update)

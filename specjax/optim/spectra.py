@@ -6,8 +6,9 @@ U is the base optimizer's direction (Adam's m̂/(√v̂ + ε), the sign of Neste
 mix), H_c the soft spectral clip σ ↦ σ/√(1 + σ²/c²) (vectors: g/√(1 + ‖g‖²/c²)), η the learning
 rate, λ the decoupled weight decay, α = √max(1, fan_out/fan_in) per matrix (1 for vectors,
 `alpha=None` for 1 everywhere). Applied to every parameter. As c → ∞, H_c(U) → U to float32
-rounding (`specjax.soft_spectral_clip` forms its scale without cancellation), so with α = 1
-SPECTRA is its base optimizer step for step.
+rounding (`specjax.soft_spectral_clip` forms its scale without cancellation), and c = inf is
+allowed and gives H_c(U) = U exactly, so with α = 1 SPECTRA is its base optimizer step for step
+(with α = "muon" it is the base step times α per matrix).
 
 Options: `pre_clip=c_pre` soft-clips the raw matrix gradients at c_pre before the base optimizer
 (put any global-norm clip after it in your chain, never before); `constant_clr_warmup=W` uses
@@ -58,7 +59,8 @@ def _clip_level(c, learning_rate, count, warmup: int):
     lr_t = jnp.asarray(learning_rate(count), jnp.float32)
     lr_end = jnp.asarray(learning_rate(warmup), jnp.float32)
     held = c * lr_end / jnp.maximum(lr_t, jnp.finfo(jnp.float32).tiny)
-    return jnp.where(count < warmup, jnp.minimum(held, jnp.finfo(jnp.float32).max), c)
+    warm = jnp.where(count < warmup, jnp.minimum(held, jnp.finfo(jnp.float32).max), c)
+    return jnp.where(jnp.isposinf(c), c, warm)  # c = ∞ (no clipping) stays ∞
 
 
 def spectra(
@@ -78,14 +80,15 @@ def spectra(
 ) -> optax.GradientTransformation:
     """SPECTRA around `base` (a direction: no learning rate, no weight decay inside it).
 
-    `reshape` declares leaves of ndim > 2 ("conv", "stack", "vector") as in `scale_by_polar`;
-    `weight_decay_mask` is optax's mask (tree or params -> tree of bools; None = all leaves).
+    `c` > 0 (inf: no clipping). `reshape` declares leaves of ndim > 2 ("conv", "stack",
+    "vector") as in `scale_by_polar`; `weight_decay_mask` is optax's mask (tree or
+    params -> tree of bools; None = all leaves).
     """
     check_clip_args(c, kind, iters)
     _validate.check_learning_rate("learning_rate", learning_rate)
     _validate.check_nonnegative("weight_decay", weight_decay)
     if pre_clip is not None:
-        _validate.check_positive("pre_clip", pre_clip)
+        _validate.check_positive("pre_clip", pre_clip, allow_inf=True)
     _validate.check_choice("alpha", alpha, ALPHAS)
     if (
         isinstance(constant_clr_warmup, bool)
