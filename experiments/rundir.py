@@ -363,6 +363,16 @@ def load_run(path: str | pathlib.Path) -> Run:
     )
 
 
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """A short label per run: its command-line overrides that differ between the runs."""
+    given = [dict(o.lstrip("+").split("=", 1) for o in run.overrides
+                  if "=" in o and not o.startswith("hydra.")) for run in runs]  # fmt: skip
+    keys = [k for k in dict.fromkeys(k for g in given for k in g)
+            if len({g.get(k) for g in given}) > 1]  # fmt: skip
+    return [" ".join(f"{k}={g[k]}" for k in keys if k in g) or run.path.name
+            for run, g in zip(runs, given, strict=True)]  # fmt: skip
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} → {"a.b": 1}; lists are kept as values."""
     flat: dict[str, Any] = {}

@@ -221,3 +221,17 @@ def test_run_context_tables_datasets_and_keys(tmp_path):
     ]
     assert run.config["seed"] == 3 and run.summary == {"status": "running"}
     assert run.config["study"]["name"] == "quickstart" and run.study == "quickstart"
+
+
+def test_run_labels_name_the_overrides_that_differ(tmp_path):
+    runs = []
+    sweep = (
+        ["+exp=quickstart", "optim=sgd", "seed=0", "hydra.run.dir=a"],
+        ["+exp=quickstart", "optim=adamw", "seed=0", "hydra.run.dir=b"],
+    )
+    for i, overrides in enumerate(sweep):
+        run = rundir.Run(path=tmp_path / str(i), config={}, overrides=overrides, record={},
+                         summary={}, metrics=pd.DataFrame(), spectra=pd.DataFrame(), tables={})
+        runs.append(run)
+    assert rundir.run_labels(runs) == ["optim=sgd", "optim=adamw"]
+    assert rundir.run_labels(runs[:1]) == ["0"]  # nothing differs: the directory name

@@ -112,14 +112,11 @@ def plot(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.rundir import load_runs
+    from experiments.rundir import load_run, run_labels
 
-    runs = load_runs(run_dirs)
+    runs = [load_run(d) for d in run_dirs]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, run in enumerate(runs.runs):
-        # Label a run by the config keys that differ between the runs (seed, optim.lr, ...).
-        row = runs.configs.iloc[i]
-        label = " ".join(f"{k}={row[k]}" for k in runs.config_keys) or run.path.name
+    for i, (run, label) in enumerate(zip(runs, run_labels(runs), strict=True)):
         m, color = run.metrics, f"C{i % 10}"
         train_rows = m.dropna(subset=["loss"]) if "loss" in m else m.iloc[:0]
         ax.plot(train_rows["step"], train_rows["loss"], color=color, label=f"{label} train")
