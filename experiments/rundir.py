@@ -324,7 +324,8 @@ def is_run_dir(path: pathlib.Path) -> bool:
 
 
 def find_run_dirs(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
-    """Run directories among `paths` and below them (a sweep directory holds one per job)."""
+    """Run directories among `paths` and below them (a sweep directory holds one per job; runs
+    set aside by `claim` are only read when named)."""
     found: list[pathlib.Path] = []
     for raw in paths:
         path = pathlib.Path(raw).expanduser()
@@ -333,7 +334,8 @@ def find_run_dirs(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
         if is_run_dir(path):
             found.append(path)
             continue
-        below = sorted({p.parent for p in path.rglob(RECORD_FILE) if is_run_dir(p.parent)})
+        below = sorted({p.parent for p in path.rglob(RECORD_FILE)
+                        if is_run_dir(p.parent) and ".replaced-" not in p.parent.name})  # fmt: skip
         if not below:
             raise ValueError(
                 f"{str(path)!r} is not a run directory and contains none "

@@ -77,6 +77,7 @@ def test_resume_never_keeps_the_old_run_aside(tmp_path, capfd):
     assert (aside / "metrics.jsonl").read_text() == old
     assert load_run(run_dir).config["optim"]["lr"] == 0.05
     assert load_run(aside).config["optim"]["lr"] == 0.1
+    assert rundir.find_run_dirs([tmp_path]) == [run_dir]  # a sweep's analysis skips it
     assert (run_dir / "metrics.jsonl").read_text() != old
 
 
