@@ -26,6 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from experiments.nanogpt.model import GPTConfig
+from experiments.runtime.mesh import to_host
 from specjax import diagnostics
 
 BLOCK_FEEDS = {
@@ -115,7 +116,7 @@ def _row(kind: str, name: str, **values) -> dict:
 
 def to_rows(stats, act_st, act_widths: Mapping[str, int], cfg: GPTConfig) -> list[dict]:
     """Host-side: one row per weight (`kind="weight"`) and per activation (`kind="activation"`)."""
-    stats, act_st = jax.device_get((stats, act_st))
+    stats, act_st = to_host((stats, act_st))
     weight_to_act = feeds(cfg)
     rows = []
     for name, values in stats.items():

@@ -76,7 +76,9 @@ def _checksums(state: Any) -> list[jax.Array]:
 
 def state_fingerprint(state: Any) -> list[int]:
     """One uint32 checksum per leaf of `state` (in tree order)."""
-    return [int(c) for c in np.asarray(jax.device_get(_checksums(state)), np.uint32).ravel()]
+    from experiments.runtime.mesh import to_host
+
+    return [int(c) for c in np.asarray(to_host(_checksums(state)), np.uint32).ravel()]
 
 
 class CorruptCheckpoint(Exception):

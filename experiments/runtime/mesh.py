@@ -24,16 +24,49 @@ def looks_multihost() -> bool:
     return any(os.environ.get(n) for n in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS"))
 
 
+def _cluster_detects_itself() -> bool:
+    """TPU pods and SLURM / Open MPI jobs, where `jax.distributed.initialize()` finds its peers."""
+    keys = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS",
+            "OMPI_COMM_WORLD_SIZE")  # fmt: skip
+    return any(os.environ.get(k) for k in keys)
+
+
 def maybe_initialize_distributed(mode: str) -> bool:
     """Whether it ran `jax.distributed.initialize()`: for "on", or "auto" in a multi-host env.
 
-    Must run before anything touches the JAX backend.
+    Once per process (a second call, e.g. the next job of a Hydra sweep, does nothing). Outside
+    TPU pods and SLURM, `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` name
+    the peers. CPU collectives go through gloo. Must run before anything touches the backend.
     """
     check_choice(mode, "trainer.distributed", DISTRIBUTED_MODES)
+    if jax.distributed.is_initialized():
+        return False
     if mode == "off" or (mode == "auto" and not looks_multihost()):
         return False
-    jax.distributed.initialize()
+    explicit = {}
+    if not _cluster_detects_itself():
+        names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+        missing = [n for n in names if not os.environ.get(n)]
+        if missing:
+            raise ValueError(f"multi-process run outside a TPU pod or SLURM: set {', '.join(names)}"
+                             f" (missing: {', '.join(missing)}), or trainer.distributed=off")
+        explicit = {"coordinator_address": os.environ["JAX_COORDINATOR_ADDRESS"],
+                    "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                    "process_id": int(os.environ["JAX_PROCESS_ID"])}  # fmt: skip
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**explicit)
     return True
+
+
+def to_host(tree: Any) -> Any:
+    """Device values as numpy, also for replicated arrays spanning other processes' devices."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))  # replicated: every shard holds the value
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree_util.tree_map(fetch, tree)
 
 
 def make_data_mesh() -> Mesh:

@@ -34,7 +34,13 @@ import numpy as np
 
 from experiments import rundir
 from experiments.runtime.checkpoint import Checkpoints, abstract_with_sharding, restore_for_run
-from experiments.runtime.mesh import batch_sharded, check_batch_divisible, put_batch, replicated
+from experiments.runtime.mesh import (
+    batch_sharded,
+    check_batch_divisible,
+    put_batch,
+    replicated,
+    to_host,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -94,7 +100,7 @@ class _StopSignals:
 
 
 def _to_host(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.item() if np.size(v) == 1 else v for k, v in jax.device_get(dict(metrics)).items()}
+    return {k: v.item() if np.size(v) == 1 else v for k, v in to_host(dict(metrics)).items()}
 
 
 def _is_finite(value: Any) -> bool:

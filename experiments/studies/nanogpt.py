@@ -28,6 +28,7 @@ from experiments.nanogpt import layers
 from experiments.nanogpt import step as step_lib
 from experiments.nanogpt.model import GPT, GPTConfig
 from experiments.runtime.context import RunContext
+from experiments.runtime.mesh import to_host
 from experiments.runtime.trainer import train
 
 
@@ -116,7 +117,7 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
 def save_for_sampling(run_dir: pathlib.Path, params, mcfg: GPTConfig, corpus) -> None:
     """Final parameters and what `experiments.sample` needs to rebuild the model."""
     rundir.atomic_write(run_dir / rundir.PARAMS_FILE,
-                        serialization.to_bytes(jax.device_get(params)))  # fmt: skip
+                        serialization.to_bytes(to_host(params)))  # fmt: skip
     meta = {"model": dataclasses.asdict(mcfg), "chars": corpus.chars, "dataset": corpus.name}
     rundir.atomic_write(run_dir / rundir.MODEL_FILE, json.dumps(meta, indent=1))
 

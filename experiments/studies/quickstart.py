@@ -18,6 +18,7 @@ import numpy as np
 
 from experiments.config import RunConfig, check_positive_int
 from experiments.runtime.context import RunContext
+from experiments.runtime.mesh import to_host
 from experiments.runtime.trainer import train
 from specjax import stable_rank
 
@@ -94,7 +95,7 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
         }
 
     def spectra(state, step):
-        s = np.linalg.svd(np.asarray(state["w"], np.float64), compute_uv=False)
+        s = np.linalg.svd(to_host(state["w"]).astype(np.float64), compute_uv=False)
         stable_rank = float((s**2).sum() / s[0] ** 2) if s[0] > 0 else 0.0
         return [
             {"layer": "w", "quantity": "weight", "stable_rank": stable_rank, "singular_values": s}
