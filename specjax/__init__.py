@@ -1,7 +1,8 @@
 """specjax: spectral linear algebra, spectral optimizers and spectral diagnostics in JAX.
 
-The linear-algebra core is re-exported here; the optimizers, diagnostics, NTK tools and
-run loader live in `specjax.optim`, `specjax.diagnostics`, `specjax.ntk` and `specjax.runs`.
+The linear-algebra core is re-exported here; the optimizers, diagnostics and NTK tools
+live in `specjax.optim`, `specjax.diagnostics` and `specjax.ntk` (run directories are read by
+`experiments.rundir`).
 """
 
 from specjax.linalg import (
@@ -16,7 +17,7 @@ from specjax.linalg import (
     stable_rank,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "entropy_effective_rank",
