@@ -9,16 +9,22 @@ Hydra composes `configs/config.yaml` with the overrides against the typed config
     3  I/O: the run or checkpoint directory is unwritable, full, or in use by another process
     128+signal after SIGTERM/SIGINT: a checkpoint was saved; rerun the same command with
        `hydra.run.dir=<run dir>` to resume
+Under `-m` a failing job is recorded (its summary.json, the sweep's sweep_summary.json) and the
+other jobs run; the sweep then exits 1 if any job did not complete (`experiments.sweep`).
 """
 
 import os
 import sys
+import traceback
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from experiments import sweep
 from experiments.config import CONFIG_DIR, register_configs, renamed_key_errors, to_run_config
+from experiments.rundir import SUMMARY_FILE, write_summary
 
 register_configs()
 
@@ -26,30 +32,46 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(composed: DictConfig) -> None:
     from experiments.runtime.launch import execute
-    from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
+    from experiments.runtime.trainer import TrainingInterrupted
     from experiments.studies import study_module
 
     hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = hydra_cfg.runtime.output_dir
     try:
         cfg = to_run_config(composed)
         study = study_module(cfg.study.name)
-        execute(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), study.run)
-    except TrainingInterrupted as err:
+        execute(cfg, run_dir, list(hydra_cfg.overrides.task), study.run)
+    except TrainingInterrupted as err:  # a signal stops the whole sweep too
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError) as err:  # bad config or missing data: no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as err:
+        code, prefix = _exit_status(err)
+        if not in_sweep and (code is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:  # unwritable, full or busy run directory: no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: I/O: {err}", file=sys.stderr)
-        sys.exit(3)
+        if code is None:  # unexpected: show where, then let the sweep go on
+            traceback.print_exc()
+        print(f"error: {prefix}{err}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(code)
+        # In a sweep the other jobs go on: record this one (if execute did not) and return.
+        if not os.path.exists(os.path.join(run_dir, SUMMARY_FILE)):
+            os.makedirs(run_dir, exist_ok=True)
+            write_summary(run_dir, {"status": "invalid_config" if code == 2 else "failed",
+                                    "error": f"{type(err).__name__}: {err}"})  # fmt: skip
+
+
+def _exit_status(err: Exception) -> tuple[int | None, str]:
+    """(exit status, message prefix) of an error that needs no traceback; (None, "") else."""
+    from experiments.runtime.trainer import NonFiniteLossError
+
+    if isinstance(err, NonFiniteLossError):
+        return 1, ""
+    if isinstance(err, ValueError | FileNotFoundError):  # bad config or missing data
+        return 2, ""
+    if isinstance(err, OSError):  # unwritable, full or busy run directory
+        return 3, "I/O: "
+    return None, ""
 
 
 if __name__ == "__main__":
@@ -57,3 +79,5 @@ if __name__ == "__main__":
         print("error: " + "\n       ".join(errors), file=sys.stderr)
         sys.exit(2)
     main()
+    if sweep.failed_jobs:
+        sys.exit(1)
