@@ -81,3 +81,57 @@ def test_coordinator_without_process_count_says_what_to_set(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "missing: JAX_NUM_PROCESSES, JAX_PROCESS_ID" in done.stderr
+
+
+def test_sigterm_to_one_process_stops_all_at_the_same_step(tmp_path):
+    """Process 1 alone gets SIGTERM: both save the same step (agreed by a collective) and exit;
+    the same commands again finish, bitwise equal to a run never stopped."""
+    import signal
+    import time
+
+    port, run_dir = _free_port(), tmp_path / "run"
+    procs = []
+    for pid in range(2):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(pid)}  # fmt: skip
+        cmd = [sys.executable, "-m", "experiments.run", *QUICK, "trainer.max_steps=100000",
+               "trainer.log_every=50", f"hydra.run.dir={run_dir}"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text()) < 200):
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs
+    steps = [int(e.split("stopped after step ")[1].split(";")[0]) for e in errs]
+    assert steps[0] == steps[1] and "another process was signalled" in errs[0], errs
+    assert (run_dir / "checkpoints" / str(steps[0])).is_dir()
+    stopped = steps[0]
+
+    common = [f"trainer.max_steps={stopped + 5}", "trainer.log_every=50"]
+    errs = _run(run_dir, common, processes=2)
+    assert all("resumed from checkpoint" in e for e in errs), errs
+    errs = _run(tmp_path / "straight", common, processes=2)
+    assert all(e.startswith("exit 0") for e in errs), errs
+    assert metrics.read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
+
+
+def test_processes_with_different_configs_refuse_to_run(tmp_path):
+    port, procs = _free_port(), []
+    for pid in range(2):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(pid)}  # fmt: skip
+        cmd = [sys.executable, "-m", "experiments.run", *QUICK, f"seed={pid}",
+               f"hydra.run.dir={tmp_path}"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    errs = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert all("processes [1] run another config or code version" in e for e in errs), errs
+    assert not (tmp_path / "metrics.jsonl").exists()

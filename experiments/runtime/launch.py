@@ -7,20 +7,41 @@ status completed | interrupted | non_finite | failed.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 
 from experiments import rundir
 from experiments.config import RunConfig
+from experiments.runtime import provenance
 from experiments.runtime.context import RunContext
 from experiments.runtime.mesh import maybe_initialize_distributed
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
 
 StudyRun = Callable[[RunConfig, RunContext], dict]
+
+
+def check_processes_agree(cfg: RunConfig) -> None:
+    """ValueError on every process unless all processes run the same config and code version."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    state = json.dumps([dataclasses.asdict(cfg), provenance.git_state()], sort_keys=True)
+    digest = np.frombuffer(hashlib.sha256(state.encode()).digest()[:8], np.uint8)
+    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1, digest.size)
+    differ = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+    if differ:
+        raise ValueError(f"processes {differ} run another config or code version than process 0 "
+                         "(resolved config and git SHA compared); give every process the same "
+                         "command and checkout")  # fmt: skip
 
 
 def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str],
@@ -31,6 +52,7 @@ def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.raiseExceptions = False  # a library's malformed log call must not print tracebacks
     maybe_initialize_distributed(cfg.trainer.distributed)
+    check_processes_agree(cfg)
     ctx = RunContext(run_dir, cfg, overrides=overrides)
 
     def finish(payload: dict, exit_code: int) -> None:

@@ -56,9 +56,10 @@ class NonFiniteLossError(FloatingPointError):
 class TrainingInterrupted(Exception):
     """Training stopped early by SIGTERM / SIGINT or `trainer.stop_at_step`, after saving."""
 
-    def __init__(self, step: int, signum: int | None):
+    def __init__(self, step: int, signum: int | None, cause: str | None = None):
         self.step, self.signum = step, signum
-        cause = signal.Signals(signum).name if signum else "trainer.stop_at_step"
+        if cause is None:
+            cause = signal.Signals(signum).name if signum else "trainer.stop_at_step"
         super().__init__(f"{cause}: stopped after step {step}; checkpoint saved, re-run to resume")
 
     @property
@@ -101,6 +102,15 @@ class _StopSignals:
 
 def _to_host(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.item() if np.size(v) == 1 else v for k, v in to_host(dict(metrics)).items()}
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set in any process: all processes then stop at the same step."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _is_finite(value: Any) -> bool:
@@ -170,7 +180,8 @@ def train(
                 ckpts.check()  # a failed background save stops the run now, not at the end
                 in_flight = (k, metrics)
                 progress.update(1)
-                stop = signals.signum is not None or k == cfg.stop_at_step
+                signalled = _any_process(signals.signum is not None)  # a collective when multi-host
+                stop = signalled or k == cfg.stop_at_step
                 cadences = (cfg.eval_every, cfg.ckpt_every, spectra_every)
                 if not (stop or k == cfg.max_steps or any(e and k % e == 0 for e in cadences)):
                     continue
@@ -187,7 +198,9 @@ def train(
                     ckpts.save(k, state, seed=ctx.cfg.seed)
                 if stop:
                     ckpts.wait()
-                    raise TrainingInterrupted(k, signals.signum)
+                    elsewhere = signalled and signals.signum is None
+                    cause = "another process was signalled" if elsewhere else None
+                    raise TrainingInterrupted(k, signals.signum, cause)
             read_back(progress)
         if evaluate is not None and not last_eval:  # resumed at max_steps: nothing ran
             last_eval = _to_host(evaluate(state))
