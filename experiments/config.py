@@ -168,14 +168,12 @@ def to_run_config(composed) -> RunConfig:
     """The composed DictConfig as a `RunConfig` object: every `__post_init__` check runs here."""
     from omegaconf import OmegaConf
 
-    if composed.get("study") is None:
-        from experiments.studies import STUDIES
+    from experiments.studies import STUDIES, config_class
 
+    if composed.get("study") is None:
         raise ValueError("no study selected: pick an experiment with +exp=NAME (configs/exp/) "
                          f"or a study with study=NAME; studies: {list(STUDIES)}")  # fmt: skip
     cfg = OmegaConf.to_object(composed)
-    from experiments.studies import config_class
-
     if type(cfg.study) is not config_class(cfg.study.name):
         raise ValueError(f"study.name={cfg.study.name!r} does not match the study group's config "
                          f"{type(cfg.study).__name__}; choose a study with study=NAME")  # fmt: skip

@@ -44,6 +44,7 @@ METRICS_FILE = "metrics.jsonl"
 SPECTRA_DIR = "spectra"
 TABLES_DIR = "tables"
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_CHECKPOINT_DIR = "checkpoints.corrupt"
 FIGURES_DIR = "figures"
 SUMMARY_FILE = "summary.json"
 PARAMS_FILE = "final_params.msgpack"
@@ -52,7 +53,7 @@ WANDB_ID_FILE = "wandb_run_id.txt"
 LOCK_FILE = ".lock"
 # Everything a run writes (Hydra's own .hydra/ and log file are left where they are).
 RUN_FILES = (CONFIG_FILE, OVERRIDES_FILE, RECORD_FILE, METRICS_FILE, SPECTRA_DIR, TABLES_DIR,
-             CHECKPOINT_DIR, "checkpoints.corrupt", FIGURES_DIR, SUMMARY_FILE, PARAMS_FILE,
+             CHECKPOINT_DIR, CORRUPT_CHECKPOINT_DIR, FIGURES_DIR, SUMMARY_FILE, PARAMS_FILE,
              MODEL_FILE, WANDB_ID_FILE, "wandb")  # fmt: skip
 
 
@@ -87,8 +88,8 @@ def lock(run_dir: pathlib.Path):
 
 def config_differences(old: Mapping, new: Mapping, may_differ: Iterable[str] = ()) -> list[str]:
     """"key: old → new" for every flattened key that differs, except those in `may_differ`."""
-    a, b = flatten(old), flatten(new)
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in set(may_differ)]
+    a, b, may_differ = flatten(old), flatten(new), set(may_differ)
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in may_differ]
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
@@ -104,13 +105,15 @@ def set_aside(run_dir: pathlib.Path) -> pathlib.Path:
     return target
 
 
-def claim(run_dir: pathlib.Path, config: Mapping, resume: str, may_differ: Iterable[str]) -> str:
-    """Make `run_dir` hold this run: "new", "resume" (same config, a checkpoint to continue
-    from) or "replaced: <where the previous run's files went>". RunDirectoryConflict when it
-    holds a run of another config and `resume` is not "never"; nothing is moved then."""
+def claim(run_dir: pathlib.Path, config: Mapping, resume: str,
+          may_differ: Iterable[str]) -> pathlib.Path | None:  # fmt: skip
+    """Make `run_dir` hold this run. Returns where an earlier run's files were moved, or None
+    (a new directory, or a run of the same config with a checkpoint to continue from).
+    RunDirectoryConflict when it holds a run of another config and `resume` is not "never";
+    nothing is moved then."""
     run_dir = pathlib.Path(run_dir)
     if not any((run_dir / name).exists() for name in RUN_FILES):
-        return "new"
+        return None
     old = _read_yaml(run_dir / CONFIG_FILE)
     if resume != "never" and old is not None:
         differences = config_differences(old, config, may_differ)
@@ -122,8 +125,8 @@ def claim(run_dir: pathlib.Path, config: Mapping, resume: str, may_differ: Itera
                 "another hydra.run.dir"
             )
         if any(p.name.isdigit() for p in (run_dir / CHECKPOINT_DIR).glob("*")):
-            return "resume"
-    return f"replaced: {set_aside(run_dir)}"
+            return None  # resume
+    return set_aside(run_dir)
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments import rundir
+from experiments.runtime.mesh import to_host
+
 
 def _warn(message: str) -> None:
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
@@ -41,8 +44,8 @@ def resolve_checkpoint_path(path: str | pathlib.Path) -> tuple[pathlib.Path, int
     path = pathlib.Path(path).expanduser().resolve()
     if not path.exists():
         raise ValueError(f"trainer.resume={str(path)!r}: no such file or directory")
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", None
+    if (path / rundir.CHECKPOINT_DIR).is_dir():
+        return path / rundir.CHECKPOINT_DIR, None
     if path.name.isdigit() and (path / "state").exists():
         return path.parent, int(path.name)
     if any(p.name.isdigit() for p in path.iterdir()):
@@ -76,8 +79,6 @@ def _checksums(state: Any) -> list[jax.Array]:
 
 def state_fingerprint(state: Any) -> list[int]:
     """One uint32 checksum per leaf of `state` (in tree order)."""
-    from experiments.runtime.mesh import to_host
-
     return [int(c) for c in np.asarray(to_host(_checksums(state)), np.uint32).ravel()]
 
 
@@ -188,7 +189,8 @@ class Checkpoints:
             return
         src = self.directory / str(step)
         if src.exists():
-            dst = self.directory.parent / "checkpoints.corrupt" / f"{step}-{int(time.time())}"
+            aside = self.directory.parent / rundir.CORRUPT_CHECKPOINT_DIR
+            dst = aside / f"{step}-{int(time.time())}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(src), str(dst))
         self.manager.close()

@@ -65,10 +65,10 @@ class RunContext:
 
     def _start_record(self, cfg: RunConfig, overrides: Sequence[str]) -> None:
         plain = dataclasses.asdict(cfg)
-        claim = rundir.claim(self.dir, plain, cfg.trainer.resume, cfg.may_differ_on_resume())
-        if claim.startswith("replaced"):
-            print(f"note: {self.dir} held an earlier run; its files were moved to "
-                  f"{claim.split(': ', 1)[1]}", file=sys.stderr, flush=True)  # fmt: skip
+        moved = rundir.claim(self.dir, plain, cfg.trainer.resume, cfg.may_differ_on_resume())
+        if moved is not None:
+            print(f"note: {self.dir} held an earlier run; its files were moved to {moved}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         record = rundir.write_record(self.dir, plain, overrides,
                                      provenance.start_entry(list(overrides)),
                                      provenance.environment())  # fmt: skip

@@ -9,8 +9,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from experiments.config import DISTRIBUTED_MODES, check_choice
-
 DATA_AXIS = "data"
 
 
@@ -32,13 +30,13 @@ def _cluster_detects_itself() -> bool:
 
 
 def maybe_initialize_distributed(mode: str) -> bool:
-    """Whether it ran `jax.distributed.initialize()`: for "on", or "auto" in a multi-host env.
+    """Whether it ran `jax.distributed.initialize()`: for "on", or "auto" in a multi-host env
+    (`mode` is `trainer.distributed`, checked by `TrainerConfig`).
 
     Once per process (a second call, e.g. the next job of a Hydra sweep, does nothing). Outside
     TPU pods and SLURM, `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` name
     the peers. CPU collectives go through gloo. Must run before anything touches the backend.
     """
-    check_choice(mode, "trainer.distributed", DISTRIBUTED_MODES)
     if jax.distributed.is_initialized():
         return False
     if mode == "off" or (mode == "auto" and not looks_multihost()):
