@@ -39,6 +39,9 @@ def check_processes_agree(cfg: RunConfig) -> None:
     digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1, digest.size)
     differ = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
     if differ:
+        # Every process sees the same digests, so all stop here: leave the coordination service
+        # together now rather than racing each other at interpreter exit.
+        jax.distributed.shutdown()
         raise ValueError(f"processes {differ} run another config or code version than process 0 "
                          "(resolved config and git SHA compared); give every process the same "
                          "command and checkout")  # fmt: skip
