@@ -4,7 +4,8 @@
     python benchmarks/bench_nanogpt.py --quality DIR       # summarize finished quality runs in DIR
 
 Speed: median ms/step and tokens/s of the jitted train step (batch 12 × 64 tokens) for AdamW,
-Muon, SPECTRA and the gated optimizer, against the PyTorch nanoGPT-shaped reference
+Muon, SPECTRA and the gated optimizer (and AdamW, Muon in blocks of `--block` steps per dispatch,
+as `trainer.steps_per_dispatch` runs them), against the PyTorch nanoGPT-shaped reference
 (`benchmarks/torch_gpt_reference.py`, eager, AdamW) measured in the same process, rounds
 interleaved so machine noise hits both; plus the cost of one spectra logging call relative to
 `trainer.spectra_every` training steps. Quality runs (long; start them in the background):
@@ -38,10 +39,13 @@ def compose(name: str, overrides=()):
     return compose_run([f"+exp=nanogpt_{name}", *overrides])
 
 
-def jax_runner(name: str):
-    """(run_n_steps(n) -> seconds, spectra_call() -> seconds, spectra_every) for one optimizer."""
+def jax_runner(name: str, block: int = 1):
+    """(run_n_steps(n) -> seconds, spectra_call() -> seconds, spectra_every) for one optimizer;
+    `block` > 1 runs blocks of that many steps per dispatch, as the trainer does."""
     from experiments.nanogpt import data as data_lib
     from experiments.nanogpt import step as step_lib
+    from experiments.runtime import step_blocks
+    from experiments.runtime.mesh import make_data_mesh, replicated
     from experiments.studies import nanogpt
 
     cfg = compose(name)
@@ -54,13 +58,24 @@ def jax_runner(name: str):
     train_step = jax.jit(step_lib.make_train_step(gpt, tx, key, needs_st), donate_argnums=0)
     spectra = step_lib.make_spectra_fn(gpt, tx, needs_st, key, cfg.study.spectra_top_k)
     holder = {"state": step_lib.init_state(gpt, tx, key), "i": 0}
+    mesh = make_data_mesh()
+    block_step = step_blocks.make_block_step(
+        step_lib.make_train_step(gpt, tx, key, needs_st), block, replicated(mesh),
+        step_blocks.block_sharded(mesh),
+    )  # fmt: skip
 
     def run(n: int) -> float:
         start = time.perf_counter()
         state = holder["state"]
-        for _ in range(n):
-            state, metrics = train_step(state, batch(key, holder["i"]))
-            holder["i"] += 1
+        for _ in range(n if block == 1 else -(-n // block)):
+            if block == 1:
+                state, metrics = train_step(state, batch(key, holder["i"]))
+            else:
+                i = holder["i"]
+                batches = [batch(key, j) for j in range(i, i + block)]
+                blocked = step_blocks.put_block(batches, block, mesh)
+                state, metrics = block_step(state, blocked, np.int32(block))
+            holder["i"] += block
         jax.block_until_ready(metrics)
         holder["state"] = state
         return time.perf_counter() - start
@@ -98,16 +113,21 @@ def torch_runner():
     return run
 
 
-def speed(rounds: int, steps: int) -> None:
+def speed(rounds: int, steps: int, block: int) -> None:
     tokens = 12 * 64
     runners = {name: jax_runner(name) for name in EXPS}
+    if block > 1:  # what the trainer runs by default: blocks of trainer.steps_per_dispatch
+        for name in ("adamw", "muon"):
+            runners[f"{name}×{block}"] = jax_runner(name, block)
+    names = list(runners)
     ref = torch_runner()
-    times = {name: [] for name in EXPS}
+    times = {name: [] for name in names}
     times["torch"] = []
-    spectra_times = {name: [] for name in EXPS}
+    spectra_times = {name: [] for name in names}
     for _ in range(rounds):  # interleaved: noise from other processes hits every entry alike
         for name, (run, spectra_call, _, _) in runners.items():
-            times[name].append(run(steps) / steps)
+            n = steps if "×" not in name else block * max(1, steps // block)
+            times[name].append(run(n) / n)
             spectra_times[name].append(spectra_call())
         if ref is not None:
             times["torch"].append(ref(steps) / steps)
@@ -118,7 +138,7 @@ def speed(rounds: int, steps: int) -> None:
     adamw_ms = statistics.median(times["adamw"]) * 1e3
     print(f"{'optimizer':<12}{'ms/step':>9}{'tok/s':>9}{'vs torch':>10}{'vs adamw':>10}"
           f"{'spectra ms':>12}{'log overhead':>14}")  # fmt: skip
-    for name in (*EXPS, "torch"):
+    for name in (*names, "torch"):
         if not times[name]:
             print("torch        not installed (pip install torch==2.13.0): no reference")
             continue
@@ -180,11 +200,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--quality", type=pathlib.Path, default=None)
+    parser.add_argument("--block", type=int, default=50,
+                        help="also AdamW, Muon in blocks of N steps (1 = skip)")  # fmt: skip
     args = parser.parse_args()
     if args.quality is not None:
         quality(args.quality)
     else:
-        speed(args.rounds, args.steps)
+        if args.block < 1:
+            parser.error(f"--block must be a positive int, got {args.block}")
+        speed(args.rounds, args.steps, args.block)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,15 @@ class TrainerConfig:
     distributed: str = "auto"  # auto (multi-host env) | on | off: jax.distributed.initialize()
     stop_at_step: int | None = None  # simulate a preemption after this step (tests, drills)
     async_checkpointing: bool = True
+    steps_per_dispatch: int = 50  # steps per jitted lax.scan block; 1 = one dispatch per step
+    compilation_cache_dir: str | None = None  # None: $JAX_COMPILATION_CACHE_DIR or user cache
+    log_throughput: bool = True  # step_time_s, tokens_per_s, mfu in metrics.jsonl (not bitwise)
+    peak_flops: float | None = None  # FLOP/s for MFU; None: a stored float32-matmul measurement
+    gpus_per_job: int = 0  # >0: pin this job to that many GPUs of the machine (one job per GPU)
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "log_every", "keep_ckpts"):
+        check_positive_int(self.gpus_per_job, "trainer.gpus_per_job", zero_ok=True)
+        for key in ("max_steps", "log_every", "keep_ckpts", "steps_per_dispatch"):
             check_positive_int(getattr(self, key), f"trainer.{key}")
         for key in ("eval_every", "ckpt_every", "spectra_every"):
             check_positive_int(getattr(self, key), f"trainer.{key}", zero_ok=True)
@@ -80,6 +86,12 @@ class TrainerConfig:
             raise ValueError("trainer.resume must be 'auto', 'never' or a checkpoint path, got ''")
         check_choice(self.progress, "trainer.progress", PROGRESS_MODES)
         check_choice(self.distributed, "trainer.distributed", DISTRIBUTED_MODES)
+        if self.peak_flops is not None and not (0 < self.peak_flops < float("inf")):
+            raise ValueError(f"trainer.peak_flops must be a positive FLOP/s or null, "
+                             f"got {self.peak_flops!r}")  # fmt: skip
+        if self.compilation_cache_dir is not None and not self.compilation_cache_dir.strip():
+            raise ValueError("trainer.compilation_cache_dir must be a directory, 'off' or null, "
+                             "got ''")  # fmt: skip
 
     def due(self, every: int, step: int) -> bool:
         """Whether a cadence of `every` steps (0 = off) fires at `step`, or `step` is the last."""
@@ -109,6 +121,7 @@ class RunConfig:
 
     seed: int = 0
     exp_name: str = "default"
+    output_dir: str | None = None  # the run directory (gs://... too); None = Hydra's run dir
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
     optim: Any = None  # an experiments.optimizers.OptimizerConfig
@@ -118,14 +131,20 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_positive_int(self.seed, "seed", zero_ok=True)
+        if self.output_dir is not None and not self.output_dir.strip():
+            raise ValueError("output_dir must be a directory or a URI such as gs://bucket/run, "
+                             "or null for Hydra's run directory; got ''")  # fmt: skip
         if self.optim is not None:  # the schedule needs trainer.max_steps: check them together
             self.optim.learning_rate(self.trainer.max_steps)
 
     def may_differ_on_resume(self) -> list[str]:
         """Keys a rerun may change and still continue the same run (the rest must match)."""
         keys = [f"trainer.{k}" for k in ("resume", "stop_at_step", "progress", "keep_ckpts",
-                                         "async_checkpointing", "distributed")]  # fmt: skip
+                                         "async_checkpointing", "distributed",
+                                         "gpus_per_job", "compilation_cache_dir",
+                                         "log_throughput", "peak_flops")]  # fmt: skip
         keys += [f"logger.{f.name}" for f in dataclasses.fields(LoggerConfig)]
+        keys.append("output_dir")  # where the run lives, not what it computes
         schedule_fixed = self.optim is None or self.optim.schedule == "constant"
         if schedule_fixed or self.optim.decay_steps is not None:
             keys.append("trainer.max_steps")  # training longer does not change the past steps

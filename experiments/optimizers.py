@@ -24,6 +24,8 @@ import optax
 
 import specjax.optim as so
 from experiments.config import check_choice, check_positive_int
+from specjax.optim.labels import is_hidden_kernel, key_name
+from specjax.optim.spectra import ALPHAS as SPECTRA_ALPHAS
 
 SCHEDULES = ("constant", "cosine", "linear")
 POLAR_METHODS = ("newton_schulz", "polar_express", "svd")
@@ -159,6 +161,36 @@ class SGDConfig(OptimizerConfig):
         return tx
 
 
+# Muon ablation (Davis & Drusvyatskiy Table 2): which hidden kernels take Muon's step, by the
+# path components they must contain in order (experiments/nanogpt/model.py names); the rest
+# of the hidden kernels, embeddings, head and norms take AdamW.
+MUON_BLOCKS: dict[str, tuple[str, ...] | None] = {
+    "all": None,  # every hidden kernel (the default flax routing)
+    "mlp_out": ("mlp", "proj"),  # W_out of each MLP
+    "attention": ("attn",),  # qkv and output projection of each attention
+}
+
+
+def muon_block_labels(blocks: str):
+    """params -> tree of "muon"/"adam": hidden kernels whose path contains MUON_BLOCKS[blocks]
+    as consecutive components get "muon"; None for "all" (the library's default routing)."""
+    pattern = MUON_BLOCKS[blocks]
+    if pattern is None:
+        return None
+
+    def has_pattern(path) -> bool:
+        names = [key_name(entry) for entry in path]
+        k = len(pattern)
+        return any(tuple(names[i : i + k]) == pattern for i in range(len(names) - k + 1))
+
+    def label_fn(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: "muon" if is_hidden_kernel(p) and has_pattern(p) else "adam", params
+        )
+
+    return label_fn
+
+
 @dataclasses.dataclass
 class MuonConfig(OptimizerConfig):
     """specjax.optim.muon: orthogonalized momentum on hidden matrices, AdamW elsewhere."""
@@ -175,14 +207,16 @@ class MuonConfig(OptimizerConfig):
     adam_b2: float = 0.95
     adam_eps: float = 1e-8
     adam_weight_decay: float | None = None  # None = weight_decay
+    spectral_blocks: str = "all"  # all | mlp_out | attention: which hidden kernels take Muon
 
     positive = (*OptimizerConfig.positive, "adam_lr", "adam_eps")
     fractions = ("momentum", "adam_b1", "adam_b2")
     non_negative = ("weight_decay", "adam_weight_decay")
     counts = ("iters",)
     choices: ClassVar[dict[str, tuple]] = {
-        **OptimizerConfig.choices, "method": POLAR_METHODS, "scaling": so.SCALINGS
-    }
+        **OptimizerConfig.choices, "method": POLAR_METHODS, "scaling": so.SCALINGS,
+        "spectral_blocks": tuple(MUON_BLOCKS),
+    }  # fmt: skip
 
     def transform(self, lr, total_steps):
         adam_lr = None if self.adam_lr is None else self.learning_rate(total_steps, self.adam_lr)
@@ -191,6 +225,7 @@ class MuonConfig(OptimizerConfig):
             method=self.method, iters=self.iters, scaling=self.scaling,
             adam_learning_rate=adam_lr, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
             adam_eps=self.adam_eps, adam_weight_decay=self.adam_weight_decay,
+            label_fn=muon_block_labels(self.spectral_blocks),
         )  # fmt: skip
 
 
@@ -206,8 +241,11 @@ class OptaxMuonConfig(OptimizerConfig):
     adam_lr: float | None = None
     adam_b1: float = 0.9
     adam_b2: float = 0.999
+    # c: updates scaled by c·√max(fan_in, fan_out) (Moonlight); 0.2 = specjax muon scaling=rms.
+    # None: optax's √max(1, fan_out/fan_in), = specjax muon scaling=muon.
+    consistent_rms: float | None = None
 
-    positive = (*OptimizerConfig.positive, "adam_lr")
+    positive = (*OptimizerConfig.positive, "adam_lr", "consistent_rms")
     fractions = ("beta", "adam_b1", "adam_b2")
     counts = ("iters",)
 
@@ -218,32 +256,55 @@ class OptaxMuonConfig(OptimizerConfig):
         return muon(
             lr, ns_steps=self.iters, beta=self.beta, weight_decay=self.weight_decay,
             nesterov=self.nesterov, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
-            adam_learning_rate=adam_lr,
+            adam_learning_rate=adam_lr, consistent_rms=self.consistent_rms,
         )  # fmt: skip
+
+
+def _hidden_kernels_only(params):
+    """The official SPECTRA code's weight-decay rule: Linear weights only (hidden kernels), never
+    embeddings, the output head, norm scales or biases."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: is_hidden_kernel(p), params)
+
+
+SPECTRA_DECAY_MASKS = {"hidden": _hidden_kernels_only, "matrices": _matrices_only, "all": None}
 
 
 @dataclasses.dataclass
 class SpectraConfig(OptimizerConfig):
-    """SPECTRA (Jiang, Semenov & Stich 2026): the base direction, spectrally clipped at `c`."""
+    """SPECTRA (Jiang, Semenov & Stich 2026) as published: pre-clip → global-norm clip → base
+    direction → spectral clip at `c` → α·lr (specjax.optim.spectra)."""
 
     c: float = 1.0
     pre_clip: float | None = None
     kind: str = "soft"  # soft | hard
     clip_iters: int | None = None  # Newton–Schulz iterations of the soft clip; None = automatic
-    alpha: str | None = "muon"  # muon | None
-    constant_clr_warmup: int = 0
+    alpha: str | None = "official"  # official | muon | None
+    constant_clr_warmup: int | None = None  # None = warmup_steps (official); 0 = off
+    decay_mask: str = "hidden"  # hidden (official) | matrices (nanoGPT's) | all
 
     positive = (*OptimizerConfig.positive, "c", "pre_clip")
     counts = ("clip_iters",)
     choices: ClassVar[dict[str, tuple]] = {
-        **OptimizerConfig.choices, "kind": ("soft", "hard"), "alpha": ("muon", None)
-    }
+        **OptimizerConfig.choices, "kind": ("soft", "hard"), "alpha": SPECTRA_ALPHAS,
+        "decay_mask": tuple(SPECTRA_DECAY_MASKS),
+    }  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.constant_clr_warmup is not None:
+            check_positive_int(self.constant_clr_warmup, "optim.constant_clr_warmup", zero_ok=True)
+
+    def build(self, total_steps: int | None = None) -> optax.GradientTransformation:
+        """`clip_grad_norm` goes inside SPECTRA, after its pre-clip (the official order)."""
+        return self.transform(self.learning_rate(total_steps), total_steps)
 
     def spectra_kwargs(self) -> dict[str, Any]:
+        warmup = self.warmup_steps if self.constant_clr_warmup is None else self.constant_clr_warmup
         return {
             "weight_decay": self.weight_decay, "pre_clip": self.pre_clip, "kind": self.kind,
-            "iters": self.clip_iters, "alpha": self.alpha,
-            "constant_clr_warmup": self.constant_clr_warmup,
+            "iters": self.clip_iters, "alpha": self.alpha, "constant_clr_warmup": warmup,
+            "global_norm_clip": self.clip_grad_norm,
+            "weight_decay_mask": SPECTRA_DECAY_MASKS[self.decay_mask],
         }  # fmt: skip
 
 
@@ -307,6 +368,8 @@ class GatedSpectralConfig(OptimizerConfig):
     momentum: float = 0.0
     nesterov: bool = False
     spectral_lr: float | None = None  # None = lr·‖U‖_*/st(A), the same smoothness model as SGD
+    match_rms: bool = False  # spectral step at the Euclidean step's RMS (Muon vs AdamW, one scale)
+    spectral_scale: float = 1.0  # κ: spectral step length / Euclidean step length (match_rms)
     method: str = "polar_express"
     iters: int = 8
     adam_b1: float = 0.9
@@ -314,17 +377,19 @@ class GatedSpectralConfig(OptimizerConfig):
     adam_eps: float = 1e-8
 
     needs_activation_stable_ranks: ClassVar[bool] = True
-    positive = (*OptimizerConfig.positive, "spectral_lr", "adam_eps")
+    positive = (*OptimizerConfig.positive, "spectral_lr", "spectral_scale", "adam_eps")
     fractions = ("momentum", "adam_b1", "adam_b2")
     counts = ("iters",)
     choices: ClassVar[dict[str, tuple]] = {
-        **OptimizerConfig.choices, "euclidean": ("sgd", "adam"), "method": POLAR_METHODS
-    }
+        **OptimizerConfig.choices, "euclidean": ("sgd", "adam"), "method": POLAR_METHODS,
+        "match_rms": (False, True),
+    }  # fmt: skip
 
     def transform(self, lr, total_steps):
         return so.gated_spectral(
             lr, euclidean=self.euclidean, momentum=self.momentum, nesterov=self.nesterov,
-            spectral_learning_rate=self.spectral_lr, method=self.method, iters=self.iters,
+            spectral_learning_rate=self.spectral_lr, match_rms=self.match_rms,
+            spectral_scale=self.spectral_scale, method=self.method, iters=self.iters,
             weight_decay=self.weight_decay, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
             adam_eps=self.adam_eps,
         )  # fmt: skip

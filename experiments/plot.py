@@ -3,6 +3,9 @@
 Run directories (or sweep directories holding them) are grouped by `study.name`; each study
 module's `plot(run_dirs, out_dir) -> list[Path]` writes PNGs. Default `out_dir`: the run's
 `figures/` for one run, else `figures/` in the runs' common parent directory.
+
+    python -m experiments.plot outputs/nanogpt_muon/<time>     # → <time>/figures/*.png
+    python -m experiments.plot multirun/quickstart/<time>      # every job of a sweep
 """
 
 from __future__ import annotations
@@ -48,10 +51,14 @@ def plot_runs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.plot", description=__doc__.splitlines()[0]
+        prog="python -m experiments.plot",
+        description=__doc__.split("\n", 1)[1].strip(),  # the docstring after its usage line
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("runs", nargs="+", help="run directories or sweep directories")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="where to write the PNGs")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="run directories or sweep directories")  # fmt: skip
+    parser.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
+                        help="where to write the PNGs (default: see above)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         paths = plot_runs(args.runs, args.out)

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments import sweep
+from experiments import sweep, sweep_grid
 from experiments.config import CONFIG_DIR, register_configs, renamed_key_errors, to_run_config
 from experiments.rundir import SUMMARY_FILE, write_summary
 
@@ -41,7 +41,13 @@ def main(composed: DictConfig) -> None:
     try:
         cfg = to_run_config(composed)
         study = study_module(cfg.study.name)
-        execute(cfg, run_dir, list(hydra_cfg.overrides.task), study.run)
+        if sweep_grid.requested:  # sweep.KEY=[...]: the grid trained as one vmapped program
+            from experiments.runtime.vmap_sweep import execute_sweep
+
+            execute_sweep(cfg, run_dir, list(hydra_cfg.overrides.task), sweep_grid.requested)
+            return
+        job = hydra_cfg.job.num if in_sweep else None  # output_dir/<job>, its GPU slot
+        execute(cfg, run_dir, list(hydra_cfg.overrides.task), study.run, job=job)
     except TrainingInterrupted as err:  # a signal stops the whole sweep too
         print(str(err), file=sys.stderr)
         sys.exit(err.exit_code)
@@ -75,6 +81,11 @@ def _exit_status(err: Exception) -> tuple[int | None, str]:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:], sweep_grid.requested = sweep_grid.peel(sys.argv[1:])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     if errors := renamed_key_errors(sys.argv[1:]):
         print("error: " + "\n       ".join(errors), file=sys.stderr)
         sys.exit(2)

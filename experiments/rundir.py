@@ -21,11 +21,17 @@ Writers: `claim`, `append_metrics`, `write_spectra`, `append_table`, `write_reco
 `write_summary`, `truncate_after` (resume). Readers: `load_run`, `load_runs`, `read_metrics`,
 `read_table`. Values are written as plain Python (0-d arrays → numbers, arrays → lists);
 floats round-trip exactly. Every file but the append-only metrics is replaced atomically.
+
+A run directory may be local or an object-store URI (`gs://bucket/runs/x`, `output_dir=`): every
+function here takes either, a `str`, `pathlib.Path` or `epath.Path`; local paths stay
+`pathlib.Path`. What differs on an object store (no rename, no append, no lock) is in
+`experiments.run_storage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -36,6 +42,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from experiments import run_storage
+from experiments.run_storage import AnyPath, as_path, is_remote
+
+PathLike = str | os.PathLike  # a str, pathlib.Path or etils.epath.Path (local or gs://)
 
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
@@ -66,10 +77,14 @@ class RunDirectoryInUse(OSError):
 
 
 # --- claiming a directory ----------------------------------------------------------------------
-def lock(run_dir: pathlib.Path):
-    """Hold `.lock` for this process's lifetime; RunDirectoryInUse at once if another holds it."""
+def lock(run_dir: PathLike):
+    """Hold `.lock` for this process's lifetime; RunDirectoryInUse at once if another holds it.
+
+    On an object store there is no lock: `.lock` only names the holder (`run_storage`)."""
     import fcntl
 
+    if is_remote(run_dir):
+        return run_storage.HolderNote(as_path(run_dir) / LOCK_FILE, run_storage.holder_text())
     handle = (pathlib.Path(run_dir) / LOCK_FILE).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -86,32 +101,42 @@ def lock(run_dir: pathlib.Path):
     return handle
 
 
+def run_location(output_dir: str | None, hydra_dir: PathLike, job: int | None = None) -> AnyPath:
+    """Where a run's files go: Hydra's output directory, or `output_dir` when set (local or a URI
+    such as gs://bucket/runs/x, which Hydra's own directory cannot be), `<output_dir>/<job>` for
+    job `job` of a sweep, as in Hydra's sweep layout."""
+    if output_dir is None:
+        return as_path(hydra_dir)
+    where = as_path(output_dir)
+    return where if job is None else where / str(int(job))
+
+
 def config_differences(old: Mapping, new: Mapping, may_differ: Iterable[str] = ()) -> list[str]:
-    """"key: old → new" for every flattened key that differs, except those in `may_differ`."""
+    """`key: old → new` for every flattened key that differs, except those in `may_differ`."""
     a, b, may_differ = flatten(old), flatten(new), set(may_differ)
     keys = [k for k in dict.fromkeys([*a, *b]) if k not in may_differ]
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
-def set_aside(run_dir: pathlib.Path) -> pathlib.Path:
+def set_aside(run_dir: PathLike) -> AnyPath:
     """Move a previous run's files into `<run dir>.replaced-<UTC time>`; returns that path."""
-    run_dir = pathlib.Path(run_dir)
+    run_dir = as_path(run_dir)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
     target.mkdir(parents=True, exist_ok=False)
     for name in RUN_FILES:
         if (run_dir / name).exists():
-            os.replace(run_dir / name, target / name)
+            run_storage.move(run_dir / name, target / name)
     return target
 
 
-def claim(run_dir: pathlib.Path, config: Mapping, resume: str,
-          may_differ: Iterable[str]) -> pathlib.Path | None:  # fmt: skip
+def claim(run_dir: PathLike, config: Mapping, resume: str,
+          may_differ: Iterable[str]) -> AnyPath | None:  # fmt: skip
     """Make `run_dir` hold this run. Returns where an earlier run's files were moved, or None
     (a new directory, or a run of the same config with a checkpoint to continue from).
     RunDirectoryConflict when it holds a run of another config and `resume` is not "never";
     nothing is moved then."""
-    run_dir = pathlib.Path(run_dir)
+    run_dir = as_path(run_dir)
     if not any((run_dir / name).exists() for name in RUN_FILES):
         return None
     old = _read_yaml(run_dir / CONFIG_FILE)
@@ -144,22 +169,16 @@ def to_python(value: Any) -> Any:
     return float(array) if array.ndim == 0 else array.astype(np.float64).tolist()
 
 
-def atomic_write(path: pathlib.Path, data: str | bytes) -> None:
-    """Write to a sibling temporary file, then rename: readers never see half a file."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def atomic_write(path: PathLike, data: str | bytes) -> None:
+    """Write to a sibling temporary file, then rename (one upload on an object store): readers
+    never see half a file."""
+    run_storage.replace_file(as_path(path), data)
 
 
-def append_metrics(run_dir: pathlib.Path, step: int, metrics: Mapping[str, Any]) -> dict:
+def append_metrics(run_dir: PathLike, step: int, metrics: Mapping[str, Any]) -> dict:
     """Append one line {"step": step, **metrics} to metrics.jsonl; returns the row written."""
     row = {"step": int(step), **{str(k): to_python(v) for k, v in metrics.items()}}
-    with (pathlib.Path(run_dir) / METRICS_FILE).open("a") as f:
-        f.write(json.dumps(row, allow_nan=True) + "\n")
+    run_storage.append_text(as_path(run_dir) / METRICS_FILE, json.dumps(row, allow_nan=True) + "\n")
     return row
 
 
@@ -182,7 +201,13 @@ def _arrow_table(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]):
     return pa.table(columns)
 
 
-def write_parquet(path: pathlib.Path, rows: Sequence[Mapping[str, Any]], *, append=False,
+def _parquet_source(path: AnyPath) -> Any:
+    """What pyarrow / pandas read: the local file name, or an object's bytes (not pyarrow's own
+    filesystem for a URI, so reads and writes go through one client)."""
+    return io.BytesIO(path.read_bytes()) if is_remote(path) else path
+
+
+def write_parquet(path: PathLike, rows: Sequence[Mapping[str, Any]], *, append=False,
                   extra: Mapping[str, Any] | None = None) -> None:  # fmt: skip
     """Rows (dicts) → parquet, atomically; `append` concatenates an existing file."""
     import pyarrow as pa
@@ -191,34 +216,36 @@ def write_parquet(path: pathlib.Path, rows: Sequence[Mapping[str, Any]], *, appe
     if not rows:
         return
     table = _arrow_table(rows, extra or {})
-    path = pathlib.Path(path)
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if append and path.exists():
-        table = pa.concat_tables([pq.read_table(path), table], promote_options="permissive")
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+        old = pq.read_table(_parquet_source(path))
+        table = pa.concat_tables([old, table], promote_options="permissive")
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    run_storage.replace_file(path, buffer.getvalue())
 
 
-def spectra_path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
-    return pathlib.Path(run_dir) / SPECTRA_DIR / f"step_{int(step):09d}.parquet"
+def spectra_path(run_dir: PathLike, step: int) -> AnyPath:
+    return as_path(run_dir) / SPECTRA_DIR / f"step_{int(step):09d}.parquet"
 
 
-def write_spectra(run_dir: pathlib.Path, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_spectra(run_dir: PathLike, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
     """Spectra rows of one step → spectra/step_<k>.parquet (a "step" column added)."""
     path = spectra_path(run_dir, step)
     write_parquet(path, rows, append=path.exists(), extra={"step": int(step)})
 
 
-def append_table(run_dir: pathlib.Path, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+def append_table(run_dir: PathLike, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
     if not name or "/" in name:
         raise ValueError(f"table name must be a non-empty file name, got {name!r}")
-    write_parquet(pathlib.Path(run_dir) / TABLES_DIR / f"{name}.parquet", rows, append=True)
+    write_parquet(as_path(run_dir) / TABLES_DIR / f"{name}.parquet", rows, append=True)
 
 
-def truncate_after(run_dir: pathlib.Path, step: int) -> None:
+def truncate_after(run_dir: PathLike, step: int) -> None:
     """Drop metric lines (and a torn last line) and spectra files after `step` (on resume)."""
-    path = pathlib.Path(run_dir) / METRICS_FILE
+    run_dir = as_path(run_dir)
+    path = run_dir / METRICS_FILE
     if path.exists():
         kept = []
         for line in path.read_text().splitlines():
@@ -228,15 +255,15 @@ def truncate_after(run_dir: pathlib.Path, step: int) -> None:
             except json.JSONDecodeError:
                 continue
         atomic_write(path, "".join(kept))
-    for part in (pathlib.Path(run_dir) / SPECTRA_DIR).glob("step_*.parquet"):
+    for part in (run_dir / SPECTRA_DIR).glob("step_*.parquet"):
         if int(part.stem.split("_")[1]) > step:
             part.unlink()
 
 
-def write_record(run_dir: pathlib.Path, config: Mapping, overrides: Sequence[str],
+def write_record(run_dir: PathLike, config: Mapping, overrides: Sequence[str],
                  start: Mapping[str, Any], environment: Mapping[str, Any]) -> dict:  # fmt: skip
     """Config, overrides and record.json at the start of a run; a re-run appends to "resumes"."""
-    run_dir = pathlib.Path(run_dir)
+    run_dir = as_path(run_dir)
     path = run_dir / RECORD_FILE
     if path.exists():
         record = json.loads(path.read_text())
@@ -249,17 +276,17 @@ def write_record(run_dir: pathlib.Path, config: Mapping, overrides: Sequence[str
     return record
 
 
-def add_dataset(run_dir: pathlib.Path, dataset: Mapping[str, Any]) -> None:
+def add_dataset(run_dir: PathLike, dataset: Mapping[str, Any]) -> None:
     """Record a dataset's identity in record.json (replacing an entry with the same name)."""
-    path = pathlib.Path(run_dir) / RECORD_FILE
+    path = as_path(run_dir) / RECORD_FILE
     record = json.loads(path.read_text()) if path.exists() else {}
     others = [d for d in record.get("datasets", []) if d.get("name") != dataset["name"]]
     record["datasets"] = [*others, {k: to_python(v) for k, v in dataset.items()}]
     atomic_write(path, json.dumps(record, indent=1) + "\n")
 
 
-def write_summary(run_dir: pathlib.Path, payload: Mapping[str, Any]) -> None:
-    atomic_write(pathlib.Path(run_dir) / SUMMARY_FILE,
+def write_summary(run_dir: PathLike, payload: Mapping[str, Any]) -> None:
+    atomic_write(as_path(run_dir) / SUMMARY_FILE,
                  json.dumps(to_python(dict(payload)), indent=1) + "\n")  # fmt: skip
 
 
@@ -268,7 +295,7 @@ def write_summary(run_dir: pathlib.Path, payload: Mapping[str, Any]) -> None:
 class Run:
     """One run directory's record and results."""
 
-    path: pathlib.Path
+    path: AnyPath  # pathlib.Path, or epath.Path for a gs:// run
     config: dict[str, Any]
     overrides: list[str]
     record: dict[str, Any]
@@ -294,13 +321,13 @@ class Runs:
     config_keys: list[str]  # the config columns added to the stacked frames
 
 
-def _read_yaml(path: pathlib.Path) -> Any:
+def _read_yaml(path: AnyPath) -> Any:
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
-def read_metrics(run_dir: pathlib.Path) -> pd.DataFrame:
+def read_metrics(run_dir: PathLike) -> pd.DataFrame:
     """metrics.jsonl → one row per step (the train and eval lines of a step merged)."""
-    path = pathlib.Path(run_dir) / METRICS_FILE
+    path = as_path(run_dir) / METRICS_FILE
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
@@ -312,33 +339,45 @@ def read_metrics(run_dir: pathlib.Path) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby("step", as_index=False, sort=True).first()
 
 
-def _read_parquet_dir(directory: pathlib.Path) -> pd.DataFrame:
-    parts = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
-    frames = [f for f in (pd.read_parquet(p) for p in parts) if len(f)]
+def _parquet_files(directory: AnyPath) -> list[AnyPath]:
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+
+
+def _read_parquet_dir(directory: AnyPath) -> pd.DataFrame:
+    frames = [f for f in (pd.read_parquet(_parquet_source(p)) for p in _parquet_files(directory))
+              if len(f)]  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_table(run_dir: pathlib.Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(pathlib.Path(run_dir) / TABLES_DIR / f"{name}.parquet")
+def read_table(run_dir: PathLike, name: str) -> pd.DataFrame:
+    return pd.read_parquet(_parquet_source(as_path(run_dir) / TABLES_DIR / f"{name}.parquet"))
 
 
-def is_run_dir(path: pathlib.Path) -> bool:
+def is_run_dir(path: PathLike) -> bool:
+    path = as_path(path)
     return (path / CONFIG_FILE).exists() and (path / RECORD_FILE).exists()
 
 
-def find_run_dirs(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
+def _record_dirs_below(path: AnyPath) -> set[AnyPath]:
+    """Directories below `path` holding a record.json (epath cannot `rglob` an object store)."""
+    if not is_remote(path):
+        return {p.parent for p in path.rglob(RECORD_FILE)}
+    return {path / d for d, files in run_storage.walk_files(path) if RECORD_FILE in files}
+
+
+def find_run_dirs(paths: Iterable[PathLike]) -> list[AnyPath]:
     """Run directories among `paths` and below them (a sweep directory holds one per job; runs
     set aside by `claim` are only read when named)."""
-    found: list[pathlib.Path] = []
+    found: list[AnyPath] = []
     for raw in paths:
-        path = pathlib.Path(raw).expanduser()
+        path = as_path(raw)
         if not path.exists():
             raise ValueError(f"run path {str(path)!r} does not exist")
         if is_run_dir(path):
             found.append(path)
             continue
-        below = sorted({p.parent for p in path.rglob(RECORD_FILE)
-                        if is_run_dir(p.parent) and ".replaced-" not in p.parent.name})  # fmt: skip
+        below = sorted(d for d in _record_dirs_below(path)
+                       if is_run_dir(d) and ".replaced-" not in d.name)  # fmt: skip
         if not below:
             raise ValueError(
                 f"{str(path)!r} is not a run directory and contains none "
@@ -348,9 +387,9 @@ def find_run_dirs(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     return found
 
 
-def load_run(path: str | pathlib.Path) -> Run:
+def load_run(path: PathLike) -> Run:
     """Read one run directory (see the module docstring)."""
-    path = pathlib.Path(path).expanduser()
+    path = as_path(path)
     if not is_run_dir(path):
         raise ValueError(f"{str(path)!r} is not a run directory (needs {CONFIG_FILE} and "
                          f"{RECORD_FILE})")  # fmt: skip
@@ -364,7 +403,7 @@ def load_run(path: str | pathlib.Path) -> Run:
         summary=json.loads(summary.read_text()) if summary.exists() else {"status": "running"},
         metrics=read_metrics(path),
         spectra=_read_parquet_dir(path / SPECTRA_DIR),
-        tables={p.stem: pd.read_parquet(p) for p in sorted(tables_dir.glob("*.parquet"))},
+        tables={p.stem: pd.read_parquet(_parquet_source(p)) for p in _parquet_files(tables_dir)},
     )
 
 
@@ -389,14 +428,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def load_runs(paths: Iterable[str | pathlib.Path] | str | pathlib.Path,
+def load_runs(paths: Iterable[PathLike] | PathLike,
               config_keys: Iterable[str] | None = None) -> Runs:  # fmt: skip
     """Load run or sweep directories and stack their frames with a `run` column.
 
     Each stacked frame also gets the config keys in `config_keys` (default: the keys that differ
     between the runs, e.g. `optim.name`, `seed`), so `runs.metrics.groupby("optim.name")` works.
     """
-    if isinstance(paths, str | pathlib.Path):
+    if isinstance(paths, str | os.PathLike):
         paths = [paths]
     runs = [load_run(p) for p in find_run_dirs(paths)]
     configs = pd.DataFrame([{"run": str(r.path), **flatten(r.config)} for r in runs])

@@ -160,3 +160,32 @@ def test_randomized_svd_degenerate():
     np.testing.assert_allclose(np.asarray(s_row), [5.0], rtol=1e-6)
     _, s_big, _ = rsvd(x * 1e30, 2, key=KEY)
     np.testing.assert_allclose(np.asarray(s_big), svals(x)[:2] * 1e30, rtol=1e-3)
+
+
+def test_randomized_svd_defaults_meet_1e3_on_slow_decay():
+    # σᵢ = 1/i, the slower of the benchmark's two spectra: the defaults (oversample 16, iters 3)
+    # are chosen for top-16 relative error ≤ 1e-3 there; float64 reference.
+    sigma = 1.0 / np.arange(1, 201)
+    x = with_spectrum(np.random.default_rng(6), 300, 200, sigma)
+    for seed in range(3):
+        u, s, vt = rsvd(jnp.asarray(x, jnp.float32), 16, key=jax.random.PRNGKey(seed))
+        np.testing.assert_allclose(np.asarray(s), sigma[:16], rtol=1e-3)
+        u64, vt64 = np.asarray(u, np.float64), np.asarray(vt, np.float64)
+        np.testing.assert_allclose(u64.T @ u64, np.eye(16), atol=1e-5)
+        np.testing.assert_allclose(vt64 @ vt64.T, np.eye(16), atol=1e-5)
+
+
+def test_randomized_svd_steep_and_rank_deficient():
+    rng = np.random.default_rng(7)
+    steep = 10.0 ** (-np.arange(60) / 4.0)  # σ₈/σ₁ ≈ 1e-2: float32 Gram methods lose it
+    x = with_spectrum(rng, 90, 60, steep)
+    _, s, _ = rsvd(jnp.asarray(x, jnp.float32), 8, key=KEY)
+    np.testing.assert_allclose(np.asarray(s), steep[:8], rtol=1e-4)
+    low = with_spectrum(rng, 40, 30, [3.0, 2.0, 1.0])  # rank 3, asked for 8
+    u, s, vt = rsvd(jnp.asarray(low, jnp.float32), 8, key=KEY)
+    assert np.all(np.isfinite(np.asarray(u))) and np.all(np.isfinite(np.asarray(vt)))
+    np.testing.assert_allclose(np.asarray(s[:3]), [3.0, 2.0, 1.0], rtol=1e-5)
+    assert np.all(np.asarray(s[3:]) < 1e-5)
+    u3 = np.asarray(u[:, :3], np.float64)
+    np.testing.assert_allclose(u3.T @ u3, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose((u3 * np.asarray(s[:3])) @ np.asarray(vt[:3]), low, atol=1e-5)

@@ -23,8 +23,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(run_dir, overrides, processes: int) -> list[str]:
-    """`python -m experiments.run` as `processes` processes sharing 8 CPU devices; stderr each."""
+def _run(run_dir, overrides, processes: int, output_dir: bool = False) -> list[str]:
+    """`python -m experiments.run` as `processes` processes sharing 8 CPU devices; stderr each.
+    With `output_dir`, the run goes to `output_dir=run_dir` and each process gets its own Hydra
+    directory, as hosts of a pod whose time-stamped Hydra directories differ."""
     port, local = _free_port(), 8 // processes
     procs = []
     for pid in range(processes):
@@ -33,8 +35,10 @@ def _run(run_dir, overrides, processes: int) -> list[str]:
         if processes > 1:
             env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                        JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(pid))  # fmt: skip
-        cmd = [sys.executable, "-m", "experiments.run", *QUICK, *overrides,
-               f"hydra.run.dir={run_dir}"]  # fmt: skip
+        where = [f"hydra.run.dir={run_dir}"]
+        if output_dir:
+            where = [f"output_dir={run_dir}", f"hydra.run.dir={run_dir}-hydra-{pid}"]
+        cmd = [sys.executable, "-m", "experiments.run", *QUICK, *overrides, *where]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))  # fmt: skip
     errs = []
@@ -58,11 +62,14 @@ def test_two_processes_train_like_one_and_resume_bitwise(tmp_path):
                    if p.name.isdigit())  # fmt: skip
     assert saved == [10, 20, 30]  # orbax's multi-process save, committed by both processes
 
-    # stopped at step 20 on both processes, then the same commands again: bitwise equal
-    errs = _run(tmp_path / "resumed", ["trainer.max_steps=40", "trainer.stop_at_step=20"], 2)
+    # stopped at step 20 on both processes, then the same commands again: bitwise equal (the
+    # run in output_dir, each process's Hydra directory elsewhere)
+    stop = ["trainer.max_steps=40", "trainer.stop_at_step=20"]
+    errs = _run(tmp_path / "resumed", stop, 2, output_dir=True)
     assert all(e.startswith("exit 143") for e in errs), errs
-    errs = _run(tmp_path / "resumed", ["trainer.max_steps=40"], processes=2)
+    errs = _run(tmp_path / "resumed", ["trainer.max_steps=40"], processes=2, output_dir=True)
     assert all("resumed from checkpoint at step 20" in e for e in errs), errs
+    assert not list(tmp_path.glob("resumed-hydra-*/metrics.jsonl"))
     errs = _run(tmp_path / "straight", ["trainer.max_steps=40"], processes=2)
     assert all(e.startswith("exit 0") for e in errs), errs
     resumed = (tmp_path / "resumed" / "metrics.jsonl").read_text()

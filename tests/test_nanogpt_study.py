@@ -74,11 +74,13 @@ def _sample_twice_is_identical(run_dir, main):
     assert outs[0] != outs[2]
 
 
-def test_sample_needs_a_run_dir(tmp_path):
+def test_sample_needs_a_run_dir(tmp_path, capsys):
     from experiments.sample import main
 
-    with pytest.raises(FileNotFoundError, match=r"nanogpt\.json"):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, before anything loads
         main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "nanogpt.json not found: RUN_DIR must be the directory" in capsys.readouterr().err
 
 
 def test_unknown_study_key_and_bad_value_are_rejected():
@@ -101,7 +103,7 @@ def test_kill_and_resume_is_bitwise_for_every_optimizer(name, tmp_path):
     from experiments.runtime.trainer import TrainingInterrupted
 
     common = [f"+exp={name}", "trainer.progress=off", *TINY, "trainer.max_steps=6",
-              "trainer.async_checkpointing=false"]  # fmt: skip
+              "trainer.async_checkpointing=false", "trainer.log_throughput=false"]  # fmt: skip
     run_experiment(tmp_path / "straight", common)
     with pytest.raises(TrainingInterrupted):
         run_experiment(tmp_path / "resumed", [*common, "trainer.stop_at_step=3"])

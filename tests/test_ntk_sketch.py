@@ -9,6 +9,7 @@ import pytest
 from specjax import kernel_effective_rank
 from specjax.ntk import (
     countsketch,
+    effective_rank_by_prefix,
     effective_rank_from_sketches,
     exact_ntk,
     sketch_gradients,
@@ -129,3 +130,81 @@ def test_non_array_output_raises():
 def test_mismatched_sketch_shapes_raise():
     with pytest.raises(ValueError, match="need z"):
         effective_rank_from_sketches(jnp.ones((3, 5, 4)), jnp.ones((3, 6)))
+
+
+class NarrowMLP(nn.Module):
+    """Two hidden units shared by 3 logits: strongly coupled logits, hence large probe noise."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(jnp.tanh(nn.Dense(2)(x)))
+
+
+def rms_rel_error(r_exact, model=MODEL, params=PARAMS, **kw):
+    """RMS relative error of 40 independent r̂_eff (groups of GROUP sketches) from one call."""
+    z, d = sketch_gradients(model.apply, params, X, jax.random.PRNGKey(11),
+                            num_sketches=40 * GROUP, **kw)  # fmt: skip
+    r_hat = np.array([e.effective_rank for e in grouped_estimates(z, d)])
+    return float(np.sqrt(np.mean((r_hat / r_exact - 1) ** 2)))
+
+
+def test_error_falls_like_one_over_root_sketch_width():
+    # logit convention: no probe noise; Var⟨Sg, Sg'⟩ ∝ 1/s exactly, so RMS error ∝ s^(-1/2):
+    # 16× the width should give 4× less error.
+    r_exact = float(kernel_effective_rank(jnp.asarray(K_LOGIT)))
+    small, large = (rms_rel_error(r_exact, sketch_width=s, output="logit") for s in (8, 128))
+    assert 2.5 < small / large < 6.5, (small, large)
+
+
+@pytest.mark.slow  # ~9 s on a busy 2-core CPU
+def test_error_falls_like_one_over_root_probe_count():
+    # trace convention on a model whose error is mostly probe noise (sketch width 1024 ≫
+    # P = 21): it averages over the R probes of each sketch, so 9× the probes give ≈ 3× less
+    # error (measured 5.9% → 1.9%; a probe shared by all R would leave it unchanged).
+    model = NarrowMLP()
+    params = model.init(jax.random.PRNGKey(0), X)
+    r_exact = float(kernel_effective_rank(exact_ntk(model.apply, params, X, output="trace")))
+    one, many = (rms_rel_error(r_exact, model, params, sketch_width=1024, num_probes=r)
+                 for r in (1, 9))  # fmt: skip
+    assert 2.2 < one / many < 4.5, (one, many)
+
+
+def reference_rank(z, d):
+    """r̂_eff from the module doc's formulas in float64 numpy, forming every K̂ᵃ = Z_a Z_aᵀ."""
+    z, d = np.asarray(z, np.float64), np.asarray(d, np.float64)
+    k = [za @ za.T for za in z]
+    off = [np.sum(k[a] * k[b]) - np.sum(np.diag(k[a]) * np.diag(k[b]))
+           for a in range(len(z)) for b in range(a + 1, len(z))]  # fmt: skip
+    dd = [d[a] @ d[b] for a in range(len(z)) for b in range(a + 1, len(z))]
+    tt = [d[a].sum() * d[b].sum() for a in range(len(z)) for b in range(a + 1, len(z))]
+    return np.mean(tt) / np.mean(np.add(off, dd))
+
+
+def test_prefix_estimates_equal_estimates_on_the_leading_examples(trace_sketches):
+    z, d = trace_sketches
+    z, d = z[:5], d[:5]
+    ns = [12, 3, 7]
+    for n, est in zip(ns, effective_rank_by_prefix(z, d, ns), strict=True):
+        assert est.n == n
+        assert est.effective_rank == pytest.approx(reference_rank(z[:, :n], d[:, :n]), rel=1e-5)
+    # the q×q accumulation path (q ≤ n) as well as the n×n one (q > n, above)
+    z2, d2 = sketch_gradients(MODEL.apply, PARAMS, X, jax.random.PRNGKey(3), sketch_width=2,
+                              num_sketches=3, output="logit")  # fmt: skip
+    for n, est in zip([4, 12], effective_rank_by_prefix(z2, d2, [4, 12]), strict=True):
+        assert est.effective_rank == pytest.approx(reference_rank(z2[:, :n], d2[:, :n]), rel=1e-5)
+    with pytest.raises(ValueError, match=r"ns must be .* in \[1, 12\]"):
+        effective_rank_by_prefix(z2, d2, [13])
+
+
+def test_frobenius_unbiased_under_strong_probe_noise():
+    # NarrowMLP: coupled logits, so a probe v moves K^v = Σ_cc' v_c v_c' J_c J_c'ᵀ far from K.
+    # Sketches must draw their probes independently: sharing one v across the M sketches
+    # would estimate E_v‖K^v‖_F² = ‖K‖_F² + Σ_ij Var K^v_ij instead (an upward bias).
+    model = NarrowMLP()
+    params = model.init(jax.random.PRNGKey(0), X)
+    exact = float(np.sum(np.asarray(exact_ntk(model.apply, params, X), np.float64) ** 2))
+    z, d = sketch_gradients(model.apply, params, X, jax.random.PRNGKey(5), sketch_width=64,
+                            num_sketches=40 * GROUP, output="trace")  # fmt: skip
+    frob = np.array([e.frob_sq for e in grouped_estimates(z, d)])
+    se = frob.std(ddof=1) / np.sqrt(len(frob))
+    assert abs(frob.mean() - exact) < 4 * se, (frob.mean(), exact, se)

@@ -18,9 +18,9 @@ from experiments.studies import _ntk_models as ntk_models
 
 STUDIES = ["ntk_rank", "ntk_width", "ntk_sketch"]
 TINY = {
-    # depth 8 = the smallest CIFAR ResNet (one block per stage): compile time dominates here.
-    "ntk_rank": ["study.models=[{model:mlp,width:8},{model:resnet,width:2}]", "study.ns=[6,9,12]",
-                 "study.seeds=1", "study.datasets=[digits]", "study.depth=8"],
+    "ntk_rank": ["study.models=[{model:mlp,width:8}]", "study.ns=[6,9,12]", "study.seeds=2",
+                 "study.datasets=[digits]", "study.exact_max_n=9", "study.sketch_width=16",
+                 "study.num_sketches=3"],
     "ntk_width": ["study.widths=[4,8,16]", "study.n=8", "study.seeds=2"],
     "ntk_sketch": ["study.model=mlp", "study.width=4", "study.n=8", "study.sketch_widths=[8]",
                    "study.num_probes=[2]", "study.repeats=1", "study.num_sketches=3",
@@ -51,6 +51,8 @@ def test_tiny_run_end_to_end(name, tmp_path):
     assert len(table) > 0 and np.isfinite(table[column]).all() and (table[column] >= 0.99).all()
     if name == "ntk_sketch":
         assert len(rundir.read_table(tmp_path / "run", module.LARGE_TABLE)) == 1
+    if name == "ntk_rank":
+        check_rank_exact_column(cfg, tmp_path / "run", tmp_path / "ref")
     figures = module.plot([tmp_path / "run"], tmp_path / "fig")
     assert figures and all(f.exists() and f.stat().st_size > 0 for f in figures)
 
@@ -70,8 +72,16 @@ def test_rank_study_slope_interval_contains_mean():
         ("ntk_rank", "study.datasets=[mnist]", r"study\.datasets\[0\] .*'mnist'"),
         ("ntk_rank", "study.ns=[2,10]", r"study\.ns\[0\] must be ≥ 3"),
         ("ntk_rank", "study.models=[{model:cnn,width:8}]", r"study\.models\[0\]\.model .*'cnn'"),
-        ("ntk_rank", "study.depth=9", r"study\.depth must be 6k \+ 2.*got 9"),
-        ("ntk_rank", "study.ns=[10,2000]", r"max\(study\.ns\) must be ≤ 1797"),
+        ("ntk_sketch", "study.depth=9", r"study\.depth must be 6k \+ 2.*got 9"),
+        ("ntk_rank", "study.datasets=[digits,gaussian]", r"max\(study\.ns\) must be ≤ 1797"),
+        ("ntk_rank", "study.num_sketches=2", r"study\.num_sketches must be ≥ 3"),
+        ("ntk_rank", "study.exact_max_n=-1", r"study\.exact_max_n must be an int >= 0"),
+        ("ntk_rank", "study.sketch_width=0", r"study\.sketch_width must be a positive int"),
+        (
+            "ntk_rank",
+            "study.depth=32",
+            r"study\.depth=32 contradicts study\.models\[0\]\.model=resnet20",
+        ),
         ("ntk_width", "study.seeds=1", r"study\.seeds must be ≥ 2"),
         ("ntk_width", "study.widths=[8,0,16]", r"study\.widths\[1\] must be a positive int"),
         ("ntk_sketch", "study.num_sketches=1", r"study\.num_sketches must be ≥ 2"),
@@ -91,6 +101,11 @@ def test_unknown_key_or_wrong_type_fails_at_composition(override):
     name = "ntk_sketch" if "large" in override else "ntk_width"
     with pytest.raises(ConfigCompositionException):
         compose_exp(name, [override])
+
+
+def test_rank_study_fixed_output_takes_one_probe():
+    with pytest.raises(ValueError, match=r"study\.num_probes must be 1 with study\.output='logit'"):
+        compose_exp("ntk_rank", ["study.output=logit", "study.num_probes=2"])
 
 
 def test_large_sketch_config_can_be_disabled():
@@ -115,15 +130,11 @@ def test_sketch_sub_seeds_are_distinct_where_the_old_rule_collided(tmp_path):
     assert len(keys) == len(grid)
 
 
-def test_cifar10_offline_gives_clear_message(tmp_path):
+def test_cifar10_missing_fails_before_compute_with_download_off(tmp_path):
+    # (the loader itself: tests/test_ntk_data_models.py; nothing here touches the network)
+    overrides = [f"study.cifar.data_dir={tmp_path / 'none'}", "study.cifar.download=false"]
+    study = compose_exp("ntk_width", overrides).study
     with pytest.raises(ntk_data.DatasetUnavailable, match=r"CIFAR-10 not found.*MD5"):
-        ntk_data.cifar10(jax.random.PRNGKey(0), 10, data_dir=tmp_path)
-    bad = tmp_path / ntk_data.CIFAR10_ARCHIVE
-    bad.write_bytes(b"not the archive")
-    with pytest.raises(ntk_data.DatasetUnavailable, match="expected c58f"):
-        ntk_data.cifar10_archive(tmp_path)
-    study = compose_exp("ntk_width", [f"study.cifar.data_dir={tmp_path / 'none'}"]).study
-    with pytest.raises(ntk_data.DatasetUnavailable, match=r"CIFAR-10 not found"):
         study.check_data_files(["digits", "cifar10"])
 
 
@@ -145,3 +156,23 @@ def test_resnet20_parameter_count():
     assert 0.26e6 < ntk_models.num_params(params) < 0.28e6
     with pytest.raises(ValueError, match="depth must be 6k"):
         ntk_models.make_model("resnet", 16, depth=21)
+
+
+def check_rank_exact_column(cfg, run_dir, ref_dir):
+    """ntk_rank's r_eff_exact is the exact trace NTK of the inputs and init its keys give."""
+    from experiments.studies._ntk_config import model_and_inputs
+    from specjax import kernel_effective_rank
+    from specjax.ntk import exact_ntk
+
+    table = rundir.read_table(run_dir, "ntk_rank")
+    fits = rundir.read_table(run_dir, "ntk_rank_fits")
+    assert fits["paper_r_eff_low"].iloc[0] == 1.0 and np.isfinite(fits["slope"]).all()
+    assert table.query("n == 12")["r_eff_exact"].isna().all()  # above exact_max_n = 9: sketch
+    ctx = RunContext(ref_dir, cfg)
+    for seed in (0, 1):
+        keys = ctx.key("init", seed), ctx.key("data", seed)
+        apply_fn, params, x, _ = model_and_inputs(cfg.study, "mlp", 8, "digits", 12, *keys)
+        for n in (6, 9):
+            k = exact_ntk(apply_fn, params, x[:n], output="trace")
+            got = float(table.query(f"seed == {seed} and n == {n}")["r_eff_exact"].iloc[0])
+            assert got == pytest.approx(float(kernel_effective_rank(k)), rel=1e-5)

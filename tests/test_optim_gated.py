@@ -109,10 +109,11 @@ def _gated_problem(steps=3):
 
 
 def _gated_reference(params, grads, st_a, *, lr, momentum, nesterov, weight_decay, euclidean,
-                     spectral_lr):  # fmt: skip
+                     spectral_lr, match_rms=False, spectral_scale=1.0):  # fmt: skip
     """The docstring's step in float64: trace momentum, Euclidean (U or Adam of g), gate
-    nr(U) ≥ st(A), spectral step lr·‖U‖_*/st(A)·polar(U) (or lr_s·√max(1, n/m)·polar(U)),
-    decoupled weight decay −lr·λ·X on every leaf."""
+    nr(U) ≥ st(A), spectral step lr·‖U‖_*/st(A)·polar(U) (or lr_s·√max(1, n/m)·polar(U), or
+    with match_rms κ·‖lr·E‖_F/‖polar(U)‖_F·polar(U)), decoupled weight decay −lr·λ·X on every
+    leaf."""
     x = to_numpy64(params)
     st_by_path = {"spec/kernel": 1.0, "euc/kernel": 100.0}
     assert to_numpy64(st_a).keys() == st_by_path.keys()
@@ -136,6 +137,8 @@ def _gated_reference(params, grads, st_a, *, lr, momentum, nesterov, weight_deca
                         if spectral_lr is None
                         else spectral_lr * np.sqrt(max(1.0, n / m))
                     )
+                    if match_rms:  # ‖polar(U)‖_F = √rank(U)
+                        coef = spectral_scale * np.linalg.norm(lr * e) / np.sqrt(min(m, n))
                     step = coef * polar64(u)
                 step_took[path] = int(spectral)
             step = step + lr * weight_decay * x[path]
@@ -151,7 +154,9 @@ GATED_CASES = {
     "sgd_nesterov": dict(euclidean="sgd", momentum=0.9, nesterov=True, spectral_lr=None),
     "adam": dict(euclidean="adam", momentum=0.5, nesterov=False, spectral_lr=None),
     "spectral_lr": dict(euclidean="sgd", momentum=0.0, nesterov=False, spectral_lr=0.05),
-}
+    "matched": dict(euclidean="adam", momentum=0.9, nesterov=True, spectral_lr=None,
+                    match_rms=True, spectral_scale=0.5),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(GATED_CASES))
@@ -167,6 +172,8 @@ def test_gated_matches_float64_reference_over_several_steps(case):
         momentum=kw["momentum"],
         nesterov=kw["nesterov"],
         spectral_learning_rate=kw["spectral_lr"],
+        match_rms=kw.get("match_rms", False),
+        spectral_scale=kw.get("spectral_scale", 1.0),
         weight_decay=wd,
     )
     ref_updates, ref_took = _gated_reference(params, grads, st_a, lr=lr, weight_decay=wd, **kw)
@@ -252,3 +259,26 @@ def test_gated_default_labels_finding_no_block_raise_at_init(params):
     so.gated_spectral(0.1, label_fn=lambda p: jax.tree.map(lambda _: "other", p)).init(params)
     # vectors only: nothing to route, no error
     so.gated_spectral(0.1).init({"b": jnp.zeros(3)})
+
+
+def test_matched_candidates_have_one_length_and_force_step_takes_them():
+    """match_rms: ‖spectral step‖_F = κ‖Euclidean step‖_F per block; force_step overrides the
+    gate on every block and is recorded in took_spectral; a bad force_step raises."""
+    params, grads, st_a = _gated_problem(steps=1)
+    tx = so.gated_spectral(0.1, euclidean="adam", momentum=0.9, match_rms=True, spectral_scale=2.0)
+    state = tx.init(params)
+    steps = {}
+    for force in ("spectral", "euclidean"):
+        u, s = tx.update(grads[0], state, params, activation_stable_ranks=st_a, force_step=force)
+        steps[force] = to_numpy64(u)
+        assert {int(v) for v in s.took_spectral.values()} == {int(force == "spectral")}
+    for path in ("spec/kernel", "euc/kernel"):
+        ratio = np.linalg.norm(steps["spectral"][path]) / np.linalg.norm(steps["euclidean"][path])
+        np.testing.assert_allclose(ratio, 2.0, rtol=1e-3, err_msg=path)
+    np.testing.assert_array_equal(steps["spectral"]["bias"], steps["euclidean"]["bias"])
+    with pytest.raises(ValueError, match="force_step"):
+        tx.update(grads[0], state, params, activation_stable_ranks=st_a, force_step="muon")
+    with pytest.raises(ValueError, match="spectral_learning_rate"):
+        so.gated_spectral(0.1, match_rms=True, spectral_learning_rate=0.1)
+    with pytest.raises(ValueError, match="spectral_scale"):
+        so.gated_spectral(0.1, match_rms=True, spectral_scale=0.0)

@@ -15,6 +15,15 @@ import specjax.optim as so
 from specjax.optim.labels import leaves_with_paths
 
 
+def _official_alpha(path: str, shape) -> float:
+    """The published α: √max(1, rows/cols) of torch's layout, i.e. fan_out/fan_in of a flax
+    kernel (in, out) and vocab/d of an embedding table (vocab, d) (path with "embedding")."""
+    if len(shape) != 2:
+        return 1.0
+    rows, cols = (shape[0], shape[1]) if "embedding" in path else (shape[1], shape[0])
+    return float(np.sqrt(max(1.0, rows / cols)))
+
+
 def _soft_clip_reference(u, c):
     uu, s, vt = np.linalg.svd(np.asarray(u, np.float64), full_matrices=False)
     return (uu * (s / np.sqrt(1 + (s / c) ** 2))) @ vt
@@ -96,7 +105,7 @@ def test_spectra_update_spectral_norm_is_below_alpha_lr_c():
     u, state = jax.jit(tx.update)(random_grads(params, 0), tx.init(params), params)
     for path, leaf in leaves_with_paths(u):
         x = np.asarray(leaf, np.float64)
-        alpha = np.sqrt(max(1.0, x.shape[1] / x.shape[0])) if x.ndim == 2 else 1.0
+        alpha = _official_alpha(path, x.shape)
         norm = np.linalg.norm(x, 2) if x.ndim == 2 else np.linalg.norm(x)
         assert norm <= alpha * lr * c * (1 + 1e-4), path
         assert float(state.spectral_norm[path]) > c  # it was clipped from above c
@@ -136,7 +145,8 @@ def test_clip_by_spectral_norm_with_infinite_c_is_the_identity(kind):
 
 
 def test_spectra_with_infinite_c_is_its_base_step_for_step():
-    """c = inf: alpha=None gives optax.adamw exactly; alpha="muon" gives α·(Adam direction)."""
+    """c = inf: alpha=None gives optax.adamw exactly; the default (official) α gives
+    α·(Adam direction)."""
     params = gpt_like_params()
     inf = float("inf")
     sched = optax.linear_schedule(1e-3, 1e-2, 3)
@@ -170,11 +180,7 @@ def test_spectra_with_infinite_c_is_its_base_step_for_step():
             else:
                 x = to_numpy64(p)
                 for path, d in to_numpy64(g).items():
-                    alpha = (
-                        np.sqrt(max(1.0, x[path].shape[1] / x[path].shape[0]))
-                        if x[path].ndim == 2
-                        else 1.0
-                    )
+                    alpha = _official_alpha(path, x[path].shape)
                     ref = -lr * (alpha * adam.direction(path, d) + 0.1 * x[path])
                     np.testing.assert_allclose(
                         to_numpy64(u)[path], ref, rtol=2e-4, atol=1e-7, err_msg=path
@@ -197,6 +203,8 @@ def _spectra_adamw_reference(params, grads, *, lr, c, weight_decay, alpha):
             a = 1.0
             if alpha == "muon" and h.ndim == 2:
                 a = np.sqrt(max(1.0, h.shape[1] / h.shape[0]))
+            elif alpha == "official":
+                a = _official_alpha(path, h.shape)
             step = lr * (a * h + weight_decay * x[path])
             step_updates[path] = -step
             x[path] = x[path] - step
@@ -204,10 +212,11 @@ def _spectra_adamw_reference(params, grads, *, lr, c, weight_decay, alpha):
     return updates
 
 
-@pytest.mark.parametrize("alpha", ["muon", None])
+@pytest.mark.parametrize("alpha", ["official", "muon", None])
 def test_spectra_adamw_matches_float64_reference_with_active_clip(alpha):
     """Sign-like Adam directions have ‖U‖₂ ≫ c = 2: the clip and α = √max(1, fan_out/fan_in)
-    (√2 for 16×32, √2.5 for the 16×40 head, 1 for the 40×16 embedding) both matter."""
+    (√2 for 16×32, √2.5 for the 16×40 head; on the 40×16 embedding 1 with "muon", √2.5 with
+    "official") both matter."""
     params = gpt_like_params()
     lr, c, wd = 1e-2, 2.0, 0.1
     tx = so.spectra_adamw(lr, c, weight_decay=wd, alpha=alpha)

@@ -16,6 +16,7 @@ drawn from a constant key, identical for every seed and optimizer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import os
@@ -225,22 +226,27 @@ DATASETS = {
 }
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _random_windows(tokens_N, key, step, batch_size: int, context_length: int):
+    starts_B = jax.random.randint(
+        jax.random.fold_in(key, step), (batch_size,), 0, tokens_N.size - context_length
+    )
+    idx_BxT = starts_B[:, None] + jnp.arange(context_length)[None, :]
+    return tokens_N[idx_BxT], tokens_N[idx_BxT + 1]
+
+
 def make_batch_fn(tokens: np.ndarray, batch_size: int, context_length: int):
     """A jitted `(key, step) -> (x_BxT, y_BxT)`: random windows, a pure function of the step."""
     if tokens.size <= context_length + 1:
         raise ValueError(
             f"split of {tokens.size} tokens is too short for context_length={context_length}"
         )
+    # An argument, not a closed-over constant: a constant would be baked into every executable
+    # (and every persistent-cache entry) that traces `batch`.
     tokens_N = jnp.asarray(tokens)
-    offsets_T = jnp.arange(context_length)
 
-    @jax.jit
     def batch(key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
-        starts_B = jax.random.randint(
-            jax.random.fold_in(key, step), (batch_size,), 0, tokens_N.size - context_length
-        )
-        idx_BxT = starts_B[:, None] + offsets_T[None, :]
-        return tokens_N[idx_BxT], tokens_N[idx_BxT + 1]
+        return _random_windows(tokens_N, key, step, batch_size, context_length)
 
     return batch
 

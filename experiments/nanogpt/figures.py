@@ -2,6 +2,10 @@
 
 Each function takes the stacked `metrics` or `spectra` DataFrame (a `run` column, and the
 optimizer name in `optim`) and returns a matplotlib Figure; `plot_runs` writes them all.
+Spectra over training are small multiples: a row of panels per optimizer, a panel per layer
+type (`layer_type`: embeddings, attn/qkv, attn/proj, mlp/fc, mlp/proj, ... and the matrices
+feeding them), a line per layer coloured by depth, the legend under the panel.
+`nanogpt_run_dirs` finds the runs the notebook reads.
 """
 
 from __future__ import annotations
@@ -11,6 +15,53 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import yaml
+
+DEFAULT_RUN_ROOTS = ("outputs", "multirun")  # where `experiments.run` writes runs and sweeps
+MAKE_RUNS = (
+    "python -m experiments.run +exp=nanogpt_muon            (one run, in outputs/)\n"
+    "python -m experiments.run -m +exp=nanogpt_adamw,nanogpt_muon seed=0,1,2   (a sweep, in "
+    "multirun/)"
+)
+
+
+def _default_roots(cwd: pathlib.Path) -> list[pathlib.Path]:
+    """outputs/ and multirun/ of the repository: cwd, or its parent when run from notebooks/."""
+    base = cwd.parent if cwd.name == "notebooks" else cwd
+    return [base / name for name in DEFAULT_RUN_ROOTS]
+
+
+def nanogpt_run_dirs(spec: str | None = None, cwd: pathlib.Path | None = None):
+    """(nanogpt run directories, the roots searched) under `spec` (`:`-separated run or sweep
+    directories, e.g. `$SPECJAX_RUN_DIRS`) or, when it is None or empty, the repository's
+    outputs/ and multirun/. Roots that do not exist or hold no runs are skipped."""
+    from experiments.rundir import CONFIG_FILE, find_run_dirs
+
+    cwd = pathlib.Path.cwd() if cwd is None else pathlib.Path(cwd)
+    roots = [pathlib.Path(p) for p in spec.split(":") if p] if spec else _default_roots(cwd)
+    found: list[pathlib.Path] = []
+    for root in roots:
+        if not root.exists():
+            continue
+        try:
+            candidates = find_run_dirs([root])
+        except ValueError:  # a directory without runs
+            continue
+        for run_dir in candidates:
+            config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+            if (config.get("study") or {}).get("name") == "nanogpt":
+                found.append(run_dir)
+    return found, roots
+
+
+def no_runs_message(roots) -> str:
+    """What to say when `nanogpt_run_dirs` found nothing: where it looked, what makes runs."""
+    where = ", ".join(str(r) for r in roots) or "(no paths)"
+    return (
+        f"No nanogpt run directories found in: {where}.\n"
+        f"Create some from the repository root with\n{MAKE_RUNS}\n"
+        "or point SPECJAX_RUN_DIRS at run or sweep directories (separated by ':')."
+    )
 
 
 def with_optimizer(df: pd.DataFrame, configs: dict) -> pd.DataFrame:
@@ -18,89 +69,177 @@ def with_optimizer(df: pd.DataFrame, configs: dict) -> pd.DataFrame:
     return df.assign(optim=df["run"].map(lambda r: configs[r]["optim"]["name"]))
 
 
+LOSS_LABEL = "cross-entropy (nats / character)"
+# Panel order of the layer types; a type not listed here comes after them, in name order.
+LAYER_TYPES = ("embeddings", "attn_in", "attn/qkv", "attn_out", "attn/proj", "mlp_in", "mlp/fc",
+               "mlp_act", "mlp/proj", "head_in", "head")  # fmt: skip
+_EMBEDDING_NAMES = {"wte", "wpe", "tokens", "positions"}
+
+
+def layer_type(name: str) -> str:
+    """`block_3/attn/qkv` → `attn/qkv`; embedding weights and their inputs → `embeddings`."""
+    if name in _EMBEDDING_NAMES:
+        return "embeddings"
+    block, _, rest = name.partition("/")
+    return rest if block.startswith("block_") and rest else name
+
+
+def _block_index(name: str) -> int | None:
+    head = name.split("/")[0]
+    return int(head[len("block_") :]) if head.startswith("block_") else None
+
+
+def _layer_label(name: str) -> str:
+    index = _block_index(name)
+    return f"block {index}" if index is not None else name
+
+
+def _layer_colours(names: list[str], num_blocks: int) -> dict[str, tuple]:
+    """Blocks by depth along viridis (the same colour in every panel); other names C0, C1, …"""
+    cmap = plt.get_cmap("viridis")
+    colours, others = {}, 0
+    for name in names:
+        index = _block_index(name)
+        if index is None:
+            colours[name] = plt.matplotlib.colors.to_rgba(f"C{others % 10}")
+            others += 1
+        else:
+            colours[name] = cmap(0.85 * index / max(num_blocks - 1, 1))
+    return colours
+
+
+def _ordered_types(names) -> list[str]:
+    present = {layer_type(n) for n in names}
+    known = [t for t in LAYER_TYPES if t in present]
+    return known + sorted(present - set(known))
+
+
+def _layer_sort_key(name: str) -> tuple:
+    index = _block_index(name)
+    return (index is not None, index if index is not None else 0, name)
+
+
+def _first_run_per_optimizer(rows: pd.DataFrame):
+    """(optimizer, rows of its first run) in optimizer order: one seed is enough for a curve."""
+    first_runs = rows.groupby("optim")["run"].min()
+    return list(rows[rows["run"].isin(first_runs.values)].groupby("optim"))
+
+
+def _legend_below(ax, ncol: int) -> None:
+    """Legend under the panel, outside the data."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol,
+              frameon=False)  # fmt: skip
+
+
 def loss_curves(metrics: pd.DataFrame):
     """Train loss (per step) and val loss (eval steps): mean over seeds, min–max band."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for ax, column in zip(axes, ("loss", "val_loss"), strict=True):
         rows = metrics.dropna(subset=[column])
-        for optim, group in rows.groupby("optim"):
+        for i, (optim, group) in enumerate(rows.groupby("optim")):
             stats = group.groupby("step")[column].agg(["mean", "min", "max", "count"])
             seeds = int(stats["count"].max())
-            ax.plot(stats.index, stats["mean"], label=f"{optim} ({seeds} seeds)")
-            ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.25)
-        ax.set_xlabel("step")
-        ax.set_ylabel(column)
-        ax.legend()
+            colour = f"C{i % 10}"
+            ax.plot(stats.index, stats["mean"], color=colour, label=f"{optim} ({seeds} seeds)")
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.25)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(LOSS_LABEL)
+        _legend_below(ax, ncol=3)
     axes[0].set_title("training loss (mean, min–max over seeds)")
     axes[1].set_title("validation loss on the fixed batches")
-    fig.tight_layout()
     return fig
 
 
-def _panel_per_optimizer(rows: pd.DataFrame, height: float):
-    """(figure with a panel per optimizer, zip of panels and (optimizer, its first run's rows))."""
-    first_runs = rows.groupby("optim")["run"].min()
-    by_optim = rows[rows["run"].isin(first_runs.values)].groupby("optim")
-    n = by_optim.ngroups
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, height), squeeze=False)
-    return fig, zip(axes[0], by_optim, strict=True)
+def small_multiples(rows: pd.DataFrame, column: str, ylabel: str, titles: dict | None = None):
+    """A panel per (optimizer, layer type), a line per layer over steps, log y.
 
-
-def _lines_per_optimizer(rows: pd.DataFrame, column: str, title: str, label):
-    """One log-scale panel per optimizer (its first run): `column` over steps, a line per name."""
-    fig, panels = _panel_per_optimizer(rows, height=4)
-    for ax, (optim, optim_rows) in panels:
-        for name, group in optim_rows.groupby("name"):
-            ax.plot(group["step"], group[column], label=label(name, group))
-        ax.set_yscale("log")
-        ax.set_title(f"{title}, {optim}")
-        ax.set_xlabel("step")
-    fig.axes[0].legend(fontsize=6)
-    fig.tight_layout()
+    Rows of the figure are optimizers (their first run), columns are layer types (`layer_type`);
+    a block's colour encodes its depth and is the same in every panel. `titles` maps a layer
+    type to its panel title (default: the type).
+    """
+    rows = rows.dropna(subset=[column])
+    per_optim = _first_run_per_optimizer(rows)
+    if not per_optim:
+        raise ValueError(f"no rows with a {column!r} value to plot")
+    names = sorted(rows["name"].unique(), key=_layer_sort_key)
+    types = _ordered_types(names)
+    blocks = [i for i in map(_block_index, names) if i is not None]
+    colours = _layer_colours(names, max(blocks) + 1 if blocks else 1)
+    n_rows, n_cols = len(per_optim), len(types)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.9 * n_cols, 2.6 * n_rows + 0.8),
+                             squeeze=False, sharex=True, layout="constrained")  # fmt: skip
+    for r, (optim, optim_rows) in enumerate(per_optim):
+        for c, kind in enumerate(types):
+            ax = axes[r, c]
+            panel = optim_rows[optim_rows["name"].map(layer_type) == kind]
+            for name in sorted(panel["name"].unique(), key=_layer_sort_key):
+                line = panel[panel["name"] == name].sort_values("step")
+                ax.plot(line["step"], line[column], marker=".", markersize=3,
+                        color=colours[name], label=_layer_label(name))  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_title(f"{(titles or {}).get(kind, kind)} · {optim}", fontsize=9)
+            ax.set_xlabel("training step")
+            ax.set_ylabel(ylabel)
+            if r == n_rows - 1 and ax.lines:
+                _legend_below(ax, ncol=min(len(ax.lines), 3))
     return fig
 
 
 def activation_stable_ranks(spectra: pd.DataFrame):
-    """st(A) of every activation over training (one panel per optimizer), width in the label."""
-    return _lines_per_optimizer(
-        spectra[spectra["kind"] == "activation"],
-        "act_stable_rank",
-        "st(A)",
-        lambda name, group: f"{name} (d={int(group['width'].iloc[0])})",
+    """st(A) of every activation over training, a panel per activation type (title: width d)."""
+    acts = spectra[spectra["kind"] == "activation"]
+    widths = acts.groupby(acts["name"].map(layer_type))["width"].max()
+    titles = {kind: f"{kind} (d ≤ {int(w)})" for kind, w in widths.items()}
+    return small_multiples(
+        acts, "act_stable_rank", r"st(A) = $\Vert A\Vert_F^2 / \Vert A\Vert_2^2$", titles
     )
 
 
 def gradient_nuclear_ranks(spectra: pd.DataFrame):
-    """nr(G) of every weight over training (one panel per optimizer)."""
-    return _lines_per_optimizer(
-        spectra[spectra["kind"] == "weight"], "grad_nuclear_rank", "nr(G)", lambda name, _: name
+    """nr(G) of every weight's gradient over training, a panel per weight type."""
+    weights = spectra[spectra["kind"] == "weight"]
+    return small_multiples(
+        weights, "grad_nuclear_rank", r"nr(G) = $\Vert G\Vert_*^2 / \Vert G\Vert_F^2$"
     )
 
 
 def ratio_heatmap(spectra: pd.DataFrame):
     """log10 nr(G)/st(A) as a weight × step heat map (first run of each optimizer)."""
-    fig, panels = _panel_per_optimizer(spectra[spectra["kind"] == "weight"], height=4.5)
-    for ax, (optim, optim_rows) in panels:
+    per_optim = _first_run_per_optimizer(spectra[spectra["kind"] == "weight"])
+    n = len(per_optim)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.5), squeeze=False, layout="constrained")
+    for ax, (optim, optim_rows) in zip(axes[0], per_optim, strict=True):
         table = optim_rows.pivot_table(index="name", columns="step", values="ratio")
+        table = table.loc[sorted(table.index, key=_layer_sort_key)]
         image = ax.imshow(np.log10(table.to_numpy()), aspect="auto", cmap="viridis")
         ax.set_yticks(range(len(table.index)), table.index, fontsize=6)
         ax.set_xticks(range(len(table.columns)), table.columns, fontsize=6, rotation=90)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("weight")
         ax.set_title(f"log10 nr(G)/st(A), {optim}")
-        fig.colorbar(image, ax=ax)
-    fig.tight_layout()
+        fig.colorbar(image, ax=ax, label="log10 nr(G)/st(A)")
     return fig
 
 
 def weight_spectral_norms(spectra: pd.DataFrame):
-    """Spectral norm of every weight at the last logged step, per optimizer (mean over seeds)."""
+    """‖W‖₂ of every weight at its run's last logged step: a panel per weight type, a bar per
+    layer and optimizer (mean over seeds)."""
     weights = spectra[spectra["kind"] == "weight"]
     last = weights[weights["step"] == weights.groupby("run")["step"].transform("max")]
-    table = last.pivot_table(index="name", columns="optim", values="weight_spectral_norm")
-    fig, ax = plt.subplots(figsize=(10, 4))
-    table.plot.bar(ax=ax)
-    ax.set_ylabel("‖W‖₂ at the end")
-    ax.set_yscale("log")
-    fig.tight_layout()
+    types = _ordered_types(last["name"].unique())
+    fig, axes = plt.subplots(1, len(types), figsize=(2.9 * len(types), 3.6), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for ax, kind in zip(axes[0], types, strict=True):
+        panel = last[last["name"].map(layer_type) == kind]
+        table = panel.pivot_table(index="name", columns="optim", values="weight_spectral_norm")
+        table = table.loc[sorted(table.index, key=_layer_sort_key)]
+        table.index = [_layer_label(n) for n in table.index]
+        table.plot.bar(ax=ax, legend=False, rot=0)  # linear y: bar lengths compare
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("‖W‖₂ at the end")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     return fig
 
 
@@ -125,6 +264,6 @@ def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathl
     }
     paths = [out_dir / f"{name}.png" for name in figures]
     for path, fig in zip(paths, figures.values(), strict=True):
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return paths

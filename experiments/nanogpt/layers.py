@@ -14,6 +14,9 @@ Weight `W` of a layer `y = A W` and the matrix `A` that feeds it:
 | `head` (untied)      | `head_in` = final LayerNorm output                 |
 
 With tied embeddings `head_in` feeds `wteᵀ`; it is logged as an activation row.
+
+`full_spectra_rows` gives every singular value and the ESD power-law fit of each named weight
+(`specjax.diagnostics.spectra_table`), the rows of the `full_spectra` table.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from flax import traverse_util
 from experiments.nanogpt.model import GPTConfig
 from experiments.runtime.mesh import to_host
 from specjax import diagnostics
+
+FULL_SPECTRA_TABLE = "full_spectra"  # tables/full_spectra.parquet in the run directory
+FULL_SPECTRA_COLUMNS = (
+    "name", "spectrum", "singular_values", "spectral_norm", "frobenius_norm", "stable_rank",
+    "nuclear_rank", "alpha", "xmin", "ks_distance", "n_tail", "esd_size",
+)  # fmt: skip
 
 BLOCK_FEEDS = {
     "attn/qkv": "attn_in",
@@ -139,3 +148,25 @@ def activation_widths(cfg: GPTConfig, context_length: int) -> dict[str, int]:
             widths[f"block_{i}/{act}"] = cfg.width
         widths[f"block_{i}/mlp_act"] = cfg.mlp_ratio * cfg.width
     return widths
+
+
+def check_full_spectra_every(full_spectra_every: int, spectra_every: int) -> None:
+    """The full spectra are taken at spectra steps, so their interval must be a multiple."""
+    if full_spectra_every and (not spectra_every or full_spectra_every % spectra_every):
+        raise ValueError(
+            f"study.full_spectra_every={full_spectra_every} must be a multiple of "
+            f"trainer.spectra_every={spectra_every} (full spectra are taken at spectra steps)"
+        )
+
+
+def full_spectra_rows(params, cfg: GPTConfig, step: int, *, key) -> list[dict]:
+    """Host-side: one row per named weight at `step`, with all its singular values, norms,
+    stable and nuclear rank and the ESD power-law fit (α, x_min, KS distance, tail size)."""
+    weights = {name: np.asarray(w) for name, w in to_host(named_weights(params, cfg)).items()}
+    table = diagnostics.spectra_table(weights, key=key)
+    rows = []
+    for i in range(len(table["name"])):
+        values = {c: table[c][i] for c in FULL_SPECTRA_COLUMNS}
+        values["singular_values"] = np.asarray(values["singular_values"]).tolist()
+        rows.append({"step": int(step), **_row("weight", **values)})
+    return rows

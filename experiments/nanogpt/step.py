@@ -65,9 +65,17 @@ def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key
 
 
 def make_train_step(
-    model: GPT, tx: optax.GradientTransformation, dropout_key: jax.Array, needs_st: bool
+    model: GPT,
+    tx: optax.GradientTransformation,
+    dropout_key: jax.Array,
+    needs_st: bool,
+    learning_rate: optax.Schedule | None = None,
 ) -> Callable:
-    """`train_step(state, (x_BxT, y_BxT)) -> (state, {"loss", "grad_norm"})`."""
+    """`train_step(state, (x_BxT, y_BxT)) -> (state, {"loss", "grad_norm"[, "lr"]})`.
+
+    "lr" is `learning_rate(count)` at this update's count (updates done before it), the value
+    optax's schedules use for the update.
+    """
 
     def train_step(state, batch):
         x_BxT, y_BxT = batch
@@ -78,7 +86,10 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"], **extra)
         params = optax.apply_updates(state["params"], updates)
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if learning_rate is not None:
+            metrics["lr"] = jnp.asarray(learning_rate(state["step"]), jnp.float32)
+        return new_state, metrics
 
     return train_step
 

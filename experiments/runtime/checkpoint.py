@@ -8,13 +8,16 @@ Restore walks from the newest step down; a step that fails to restore, whose fin
 differs from its restored state, or whose metadata names another step is skipped with a
 warning naming it and the step tried next, and moved aside into `checkpoints.corrupt/`. Only
 a verified checkpoint is restored, or called good.
+
+The checkpoints directory may be an object-store URI (gs://...; orbax writes through epath and
+tensorstore and marks a finished step with a commit file where it cannot rename); local paths
+are resolved, URIs kept as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
-import pathlib
-import shutil
+import os
 import sys
 import time
 from typing import Any
@@ -24,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from experiments import rundir
+from experiments import run_storage, rundir
+from experiments.run_storage import AnyPath
 from experiments.runtime.mesh import to_host
 
 
@@ -39,9 +43,9 @@ def abstract_with_sharding(abstract_state: Any, sharding) -> Any:
     )
 
 
-def resolve_checkpoint_path(path: str | pathlib.Path) -> tuple[pathlib.Path, int | None]:
+def resolve_checkpoint_path(path: str | os.PathLike) -> tuple[AnyPath, int | None]:
     """(checkpoints directory, step or None=latest) for a run dir, checkpoints dir or step dir."""
-    path = pathlib.Path(path).expanduser().resolve()
+    path = run_storage.as_path(path, resolve=True)
     if not path.exists():
         raise ValueError(f"trainer.resume={str(path)!r}: no such file or directory")
     if (path / rundir.CHECKPOINT_DIR).is_dir():
@@ -94,11 +98,12 @@ class Checkpoints:
     """Keep-last-N orbax `CheckpointManager` of (state, meta) with a fault-tolerant restore."""
 
     def __init__(
-        self, directory: pathlib.Path, keep: int, async_save: bool = True, read_only: bool = False
-    ):
-        self.directory = pathlib.Path(directory).resolve()
+        self, directory: str | os.PathLike, keep: int, async_save: bool = True,
+        read_only: bool = False,
+    ):  # fmt: skip
+        self.directory = run_storage.as_path(directory, resolve=True)
         if not read_only and jax.process_index() == 0:  # an unwritable directory fails now
-            self.directory.mkdir(parents=True, exist_ok=True)
+            run_storage.make_dir(self.directory)
             probe = self.directory / ".write_probe"
             probe.write_text("ok")
             probe.unlink()
@@ -144,8 +149,9 @@ class Checkpoints:
         except CheckpointSaveError:
             raise
         except Exception as err:  # orbax reports a full disk as ValueError(RESOURCE_EXHAUSTED)
-            raise CheckpointSaveError(f"{what} to {self.directory} failed: "
-                                      f"{type(err).__name__}: {str(err)[:300]}") from err
+            raise CheckpointSaveError(
+                f"{what} to {self.directory} failed: {type(err).__name__}: {str(err)[:300]}"
+            ) from err
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
         """Restore `step` (or the newest restorable one); None when there is nothing to restore."""
@@ -192,7 +198,7 @@ class Checkpoints:
             aside = self.directory.parent / rundir.CORRUPT_CHECKPOINT_DIR
             dst = aside / f"{step}-{int(time.time())}"
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(src), str(dst))
+            run_storage.move(src, dst)
         self.manager.close()
         self._open()
 

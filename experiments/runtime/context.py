@@ -1,22 +1,26 @@
 """`RunContext`: what a study talks to — its config, run directory, random streams and devices.
 
     ctx.cfg                      the RunConfig object (ctx.cfg.study, ctx.cfg.optim, ...)
-    ctx.dir                      pathlib.Path, the run directory
+    ctx.dir                      the run directory: pathlib.Path, or epath.Path for gs://...
     ctx.mesh                     1-D `Mesh` with axis "data" over all devices
     ctx.key(stream, *index)      fold_in(stream key, index) for each index: the one sub-seed rule
     ctx.log_metrics(step, m)     a line of metrics.jsonl (+ wandb)
     ctx.log_spectra(step, rows)  spectra/step_<k>.parquet (+ wandb)
     ctx.log_table(name, rows)    tables/<name>.parquet, appended (+ wandb)
     ctx.record_dataset(name, size, sha256, **extra)   dataset identity → record.json
+    ctx.record_entry(key, value)  any other top-level entry of record.json
     ctx.progress(total, desc)    context manager with .update(n=1, **postfix)
 
-Only process 0 writes files; other processes' calls are no-ops (multi-host runs).
+Only process 0 writes files; other processes' calls are no-ops (multi-host runs). That is also
+what keeps an object-store run directory (no lock there, see `experiments.run_storage`) to
+one writer per command.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pathlib
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,7 +29,7 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
-from experiments import rundir
+from experiments import run_storage, rundir
 from experiments.config import RunConfig
 from experiments.runtime import provenance, wandb_mirror
 from experiments.runtime.mesh import make_data_mesh
@@ -48,14 +52,14 @@ class RunContext:
 
     def __init__(self, run_dir: str | pathlib.Path, cfg: RunConfig, overrides: Sequence[str] = (),
                  mesh: Mesh | None = None):  # fmt: skip
-        self.dir = pathlib.Path(run_dir).resolve()
+        self.dir = run_storage.as_path(run_dir, resolve=True)  # a gs:// URI stays a URI
         self.cfg = cfg
         self.mesh = mesh if mesh is not None else make_data_mesh()
         self.is_writer = jax.process_index() == 0
         self._mirrors: list[wandb_mirror.GuardedMirror] = []
         self._lock = None
         if self.is_writer:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            run_storage.make_dir(self.dir)
             self._lock = rundir.lock(self.dir)
             try:
                 self._start_record(cfg, overrides)
@@ -110,6 +114,14 @@ class RunContext:
             rundir.add_dataset(self.dir, {"name": name, "size": int(size), "sha256": sha256,
                                           **extra})  # fmt: skip
 
+    def record_entry(self, key: str, value: Any) -> None:
+        """Set a top-level entry of record.json (the latest start's value wins)."""
+        if self.is_writer:
+            path = self.dir / rundir.RECORD_FILE
+            record = json.loads(path.read_text()) if path.exists() else {}
+            record[key] = rundir.to_python(value)
+            rundir.atomic_write(path, json.dumps(record, indent=1) + "\n")
+
     def truncate_after(self, step: int) -> None:
         if self.is_writer:
             rundir.truncate_after(self.dir, step)
@@ -119,7 +131,7 @@ class RunContext:
         mode = self.cfg.trainer.progress if self.is_writer else "off"
         return Progress(total, desc, mode=mode, initial=initial)
 
-    def figure_dir(self) -> pathlib.Path:
+    def figure_dir(self) -> run_storage.AnyPath:
         path = self.dir / rundir.FIGURES_DIR
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -129,5 +141,5 @@ class RunContext:
             mirror.finish(exit_code)
         self._mirrors = []
         if self._lock is not None:
-            self._lock.close()  # releases the flock
+            self._lock.close()  # releases the flock (removes the holder note on a bucket)
             self._lock = None

@@ -1,8 +1,10 @@
 """Run one study in a run directory: build the context, call the study, write `summary.json`.
 
-`execute(cfg, run_dir, overrides, run_study)` is what `experiments/run.py` calls after Hydra
-composes; tests call it directly. summary.json = {"status", "summary" | "error", "step"}, with
-status completed | interrupted | non_finite | failed.
+`execute(cfg, run_dir, overrides, run_study, job=)` is what `experiments/run.py` calls after
+Hydra composes; tests call it directly. summary.json = {"status", "summary" | "error", "step"},
+with status completed | interrupted | non_finite | failed. The run lives in `run_dir` (Hydra's
+directory), or in `cfg.output_dir` (`/<job>` in a sweep) when set, e.g. a gs:// bucket; a
+sweep job's summary.json is then also copied to Hydra's job directory for the sweep summary.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from experiments import rundir
 from experiments.config import RunConfig
-from experiments.runtime import provenance
+from experiments.runtime import compile_cache, gpus, provenance
 from experiments.runtime.context import RunContext
 from experiments.runtime.mesh import maybe_initialize_distributed
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
@@ -48,20 +50,27 @@ def check_processes_agree(cfg: RunConfig) -> None:
 
 
 def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str],
-            run_study: StudyRun) -> dict:  # fmt: skip
-    """Run `run_study(cfg, ctx)` in `run_dir`; returns the study's summary dict."""
+            run_study: StudyRun, job: int | None = None) -> dict:  # fmt: skip
+    """Run `run_study(cfg, ctx)` in `run_dir` (or `cfg.output_dir`); `job` is the job number in
+    a sweep (None otherwise). Returns the study's summary dict."""
     # Hydra sets the root logger to INFO; orbax / absl would then log every checkpoint file.
     for name in ("absl", "jax._src.xla_bridge", "orbax"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.raiseExceptions = False  # a library's malformed log call must not print tracebacks
+    gpus.pin_gpus(job, cfg.trainer.gpus_per_job)  # before JAX's backend starts
+    cache = compile_cache.configure(cfg.trainer.compilation_cache_dir)  # before any compile
     maybe_initialize_distributed(cfg.trainer.distributed)
     check_processes_agree(cfg)
-    ctx = RunContext(run_dir, cfg, overrides=overrides)
+    location = rundir.run_location(cfg.output_dir, run_dir, job)
+    ctx = RunContext(location, cfg, overrides=overrides)
+    ctx.record_entry("compilation_cache", cache)
 
     def finish(payload: dict, exit_code: int) -> None:
         try:
             if jax.process_index() == 0:
                 rundir.write_summary(ctx.dir, payload)
+                if job is not None and cfg.output_dir is not None:  # experiments.sweep reads it
+                    rundir.write_summary(run_dir, payload)
         except OSError as err:  # e.g. a full disk: keep the error that ended the run
             print(f"WARNING: could not write summary.json: {err}", file=sys.stderr, flush=True)
         finally:

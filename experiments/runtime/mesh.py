@@ -46,8 +46,10 @@ def maybe_initialize_distributed(mode: str) -> bool:
         names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
         missing = [n for n in names if not os.environ.get(n)]
         if missing:
-            raise ValueError(f"multi-process run outside a TPU pod or SLURM: set {', '.join(names)}"
-                             f" (missing: {', '.join(missing)}), or trainer.distributed=off")
+            raise ValueError(
+                f"multi-process run outside a TPU pod or SLURM: set {', '.join(names)}"
+                f" (missing: {', '.join(missing)}), or trainer.distributed=off"
+            )
         explicit = {"coordinator_address": os.environ["JAX_COORDINATOR_ADDRESS"],
                     "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
                     "process_id": int(os.environ["JAX_PROCESS_ID"])}  # fmt: skip

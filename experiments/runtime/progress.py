@@ -1,6 +1,8 @@
 """Progress reporting: a rich bar on a terminal, periodic plain lines otherwise.
 
 `Progress(total, desc, mode).update(n=1, **postfix)`, mode auto (rich on a TTY)|rich|plain|off.
+`exclude(seconds)` leaves time out of the rate and ETA (the trainer passes compilation time, so
+the first line's ETA is not inflated by compiling).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Progress:
         self._bar = self._task = None
         self._start = self._last_print = time.perf_counter()
         self._start_done = self.done
+        self._excluded_s = 0.0
         self.postfix: dict[str, Any] = {}
 
     def __enter__(self) -> Progress:
@@ -58,7 +61,7 @@ class Progress:
         return " ".join(f"{k}={v}" for k, v in shown.items())
 
     def _line(self) -> str:
-        elapsed = time.perf_counter() - self._start
+        elapsed = time.perf_counter() - self._start - self._excluded_s
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         head = f"{self.desc}: {self.done}/{self.total} [{rate:.3g} it/s, eta {eta:.0f}s]"
@@ -74,6 +77,11 @@ class Progress:
             if now - self._last_print >= self.every_s or self.done >= self.total:
                 self._last_print = now
                 print(self._line(), file=self.stream, flush=True)
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (e.g. compiling) out of the rate and ETA; a rich bar's own rate only
+        counts time between updates, so it needs nothing."""
+        self._excluded_s += max(0.0, float(seconds))
 
     def note(self, text: str) -> None:
         """A one-off line (e.g. evaluation results): above the bar, or as a plain line."""

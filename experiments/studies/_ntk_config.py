@@ -22,20 +22,21 @@ from experiments.studies import _ntk_models as ntk_models
 from specjax.ntk import exact_ntk
 
 OUTPUTS = ("logit", "trace")
-MAX_N = {"digits": ntk_data.DIGITS_SIZE, "cifar10": ntk_data.CIFAR10_SIZE}  # gaussian: unbounded
+# gaussian, cifar10_shaped: unbounded
+MAX_N = {"digits": ntk_data.DIGITS_SIZE, "cifar10": ntk_data.CIFAR10_SIZE}
 
 
 @dataclasses.dataclass
 class CifarConfig:
-    """Where CIFAR-10 is read from; it is never fetched unless `download` (see _ntk_data)."""
+    """Where CIFAR-10 is read from, and whether a missing archive is fetched (see _ntk_data)."""
 
     data_dir: str | None = None  # None = $SPECJAX_DATA_DIR, else the user cache …/specjax/cifar10
-    download: bool = False  # fetch the archive once from the official URL (needs network)
+    download: bool = True  # fetch the archive once from the official URL if absent (network)
 
 
 @dataclasses.dataclass
 class ModelSpec:
-    model: str = "mlp"  # mlp (width = hidden units) | resnet (width = base channels)
+    model: str = "mlp"  # mlp (width = hidden units) | resnet20 | resnet56 | resnet (+ depth)
     width: int = 256
 
 
@@ -45,7 +46,7 @@ class NTKConfig:
 
     name: str = ""
     output: str = "logit"  # NTK output convention: logit (logit 0) | trace (sum over the 10 logits)
-    depth: int | None = None  # mlp hidden layers (None = 3) / resnet depth 6k+2 (None = 20; 56 ok)
+    depth: int | None = None  # mlp hidden layers (None = 3) / model=resnet depth 6k+2 (None = 20)
     norm: str = "bn_eval"  # resnet normalization: bn_eval | layer | none (see _ntk_models.py)
     block_size: int = 128  # examples per Jacobian block
     cache_gb: float = 4.0  # Jacobian blocks kept in memory; beyond this they are recomputed
@@ -66,6 +67,10 @@ class NTKConfig:
         check_choice(model, f"{prefix}model", ntk_models.MODEL_NAMES)
         check_positive_int(width, f"{prefix}width")
         depth = self.depth
+        fixed = ntk_models.RESNET_DEPTHS.get(model)
+        if fixed is not None and depth is not None and depth != fixed:
+            raise ValueError(f"study.depth={depth} contradicts {prefix}model={model} (depth "
+                             f"{fixed}); leave study.depth unset (null)")  # fmt: skip
         if model == "resnet" and depth is not None and (depth < 8 or (depth - 2) % 6):
             raise ValueError(f"study.depth must be 6k + 2 with k ≥ 1 (20, 32, 56, ...) for a "
                              f"resnet ({prefix}model), got {depth}")  # fmt: skip

@@ -1,8 +1,12 @@
-"""Models for the NTK effective-rank studies: an MLP and a ResNet-20-style CNN (flax linen).
+"""Models for the NTK effective-rank studies: an MLP and He et al.'s CIFAR ResNets (flax linen).
 
 `ResNet` follows He et al.'s CIFAR ResNets: a 3×3 stem of `width` channels, three stages of
 (depth − 2)/6 basic blocks of widths (w, 2w, 4w), stride 2 between stages, global average
-pooling and a dense head; He-normal (fan-in) convolutions. Normalization `norm`:
+pooling and a dense head; He-normal (fan-in) convolutions. Where a stage changes width the
+shortcut is a 1×1 strided convolution (He et al.'s option B; option A, zero-padding, has no
+parameters: the difference is 2.6 k of ResNet-20's 0.27 M at w = 16). Names: "resnet20"
+(3 blocks per stage) and "resnet56" (9), as in the paper; "resnet" takes `depth` (6k + 2).
+Normalization `norm`:
   "bn_eval": inference-mode BatchNorm at its initial statistics, y = γx + β per channel
              (γ = 1, β = 0 at init; both enter the NTK): a standard ResNet's NTK at init in
              eval mode. Batch-statistics BatchNorm is not offered: it couples a batch's
@@ -19,7 +23,8 @@ import jax.numpy as jnp
 
 from experiments.config import check_choice, check_positive_int
 
-MODEL_NAMES = ("mlp", "resnet")
+MODEL_NAMES = ("mlp", "resnet", "resnet20", "resnet56")
+RESNET_DEPTHS = {"resnet20": 20, "resnet56": 56}  # fixed-depth names
 NORMS = ("bn_eval", "layer", "none")
 
 
@@ -98,11 +103,16 @@ class MLP(nn.Module):
 def make_model(
     name: str, width: int, *, depth: int | None = None, num_classes: int = 10, norm: str = "bn_eval"
 ) -> nn.Module:
-    """ "mlp" (depth = hidden layers, default 3) or "resnet" (depth default 20)."""
+    """ "mlp" (depth = hidden layers, default 3), "resnet" (depth default 20), "resnet20|56"."""
     check_choice(name, "model", MODEL_NAMES)
     check_positive_int(width, "width")
     if name == "mlp":
         return MLP(width=width, depth=3 if depth is None else depth, num_classes=num_classes)
+    if name in RESNET_DEPTHS:
+        if depth is not None and depth != RESNET_DEPTHS[name]:
+            raise ValueError(f"model {name!r} has depth {RESNET_DEPTHS[name]}; got depth={depth} "
+                             "(use model 'resnet' with a depth, or leave depth unset)")  # fmt: skip
+        depth = RESNET_DEPTHS[name]
     depth = 20 if depth is None else depth
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"resnet depth must be 6k + 2 with k ≥ 1 (20, 32, 56, ...), got {depth}")

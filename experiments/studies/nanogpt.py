@@ -24,7 +24,8 @@ from flax import serialization
 from experiments import rundir
 from experiments.config import RunConfig, check_positive_int
 from experiments.nanogpt import data as data_lib
-from experiments.nanogpt import layers
+from experiments.nanogpt import flops, layers
+from experiments.nanogpt import gate_check as gate_check_lib
 from experiments.nanogpt import step as step_lib
 from experiments.nanogpt.model import GPT, GPTConfig
 from experiments.runtime.context import RunContext
@@ -40,11 +41,15 @@ class Config:
     full_eval: bool = True  # loss on the whole validation split at the end
     full_eval_windows: int = 256  # windows per batch of the full-split evaluation
     spectra_top_k: int = 4  # top singular values logged per weight / update
+    # every σ and the ESD power-law α of each weight → tables/full_spectra.parquet, every k steps
+    # (0 = off; a multiple of trainer.spectra_every)
+    full_spectra_every: int = 0
     save_params: bool = True  # final_params.msgpack + nanogpt.json for experiments.sample
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "eval_batches", "full_eval_windows", "spectra_top_k"):
             check_positive_int(getattr(self, key), f"study.{key}")
+        check_positive_int(self.full_spectra_every, "study.full_spectra_every", zero_ok=True)
 
 
 def build(cfg: RunConfig):
@@ -58,6 +63,7 @@ def build(cfg: RunConfig):
 
 
 def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
+    layers.check_full_spectra_every(cfg.study.full_spectra_every, cfg.trainer.spectra_every)
     corpus, gpt, tx = build(cfg)
     study, mcfg = cfg.study, gpt.config
     T, B = mcfg.context_length, study.batch_size
@@ -90,18 +96,34 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     spectra_step = step_lib.make_spectra_fn(gpt, tx, needs_st, ctx.key("spectra"),
                                             study.spectra_top_k)  # fmt: skip
     widths = layers.activation_widths(mcfg, T)
+    # The gated optimizer: both candidate steps per block at each spectra step (gate_check).
+    gate_check = gate_check_lib.make_gate_check(gpt, tx, ctx.key("dropout")) if needs_st else None
 
     def spectra(state, step):
-        stats, act_st = spectra_step(state, train_batch(data_key, step))
+        batch = train_batch(data_key, step)
+        stats, act_st = spectra_step(state, batch)
+        if gate_check is not None:
+            gate_check(ctx, step, state, batch)
+        if study.full_spectra_every and step % study.full_spectra_every == 0:
+            key = ctx.key("full_spectra", step)
+            rows = layers.full_spectra_rows(state["params"], mcfg, step, key=key)
+            ctx.log_table(layers.FULL_SPECTRA_TABLE, rows)
         return layers.to_rows(stats, act_st, widths, mcfg)
 
+    def init():
+        return step_lib.init_state(gpt, tx, ctx.key("init"))
+
+    params_shape = jax.eval_shape(init)["params"]
+    schedule = cfg.optim.learning_rate(cfg.trainer.max_steps)
     result = train(
         ctx,
-        init=lambda: step_lib.init_state(gpt, tx, ctx.key("init")),
-        step=step_lib.make_train_step(gpt, tx, ctx.key("dropout"), needs_st),
+        init=init,
+        step=step_lib.make_train_step(gpt, tx, ctx.key("dropout"), needs_st, schedule),
         batch=lambda step: train_batch(data_key, step),
         evaluate=evaluate,
         spectra=spectra,
+        tokens_per_step=B * T,
+        flops_per_step=flops.flops_per_step(params_shape, mcfg, B),
     )
     summary = {k: float(v) for k, v in result.metrics.items()}
     params = result.state["params"]

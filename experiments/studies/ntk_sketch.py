@@ -55,9 +55,9 @@ class Config(NTKConfig):
     name: str = "ntk_sketch"
     output: str = "trace"  # trace: random output probes matter; logit: probe count fixed to 1
     block_size: int = 100
-    model: str = "resnet"  # mlp (width = hidden units) | resnet (width = base channels)
+    model: str = "resnet"  # mlp (width = hidden units) | resnet (+ depth) | resnet20 | resnet56
     width: int = 16
-    dataset: str = "digits"  # gaussian | digits | cifar10 (local file)
+    dataset: str = "digits"  # gaussian | digits | cifar10 (downloaded once) | cifar10_shaped
     n: int = 300
     sketch_widths: list[int] = dataclasses.field(default_factory=lambda: [128, 1024, 8192])
     num_probes: list[int] = dataclasses.field(default_factory=lambda: [1, 4])

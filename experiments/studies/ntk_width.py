@@ -36,7 +36,7 @@ class Config(NTKConfig):
     block_size: int = 100
     model: str = "mlp"  # mlp (width = hidden units) | resnet (width = base channels)
     widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
-    dataset: str = "digits"  # gaussian | digits | cifar10 (local file)
+    dataset: str = "digits"  # gaussian | digits | cifar10 (downloaded once) | cifar10_shaped
     n: int = 300
     # init seeds 0..seeds-1 (ctx.key("init", seed)) on the same n inputs (ctx.key("data")): the
     # spread over seeds is the initialization's alone (data resampling's would not shrink with m)

@@ -106,32 +106,44 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
     return {k: float(v) for k, v in result.metrics.items()}
 
 
+def _setting_labels(runs) -> list[str]:
+    """Each run's label without its seed: runs differing only in seed share a colour."""
+    from experiments.rundir import run_labels
+
+    labels = []
+    for run, label in zip(runs, run_labels(runs), strict=True):
+        kept = " ".join(t for t in label.split() if not t.startswith("seed="))
+        labels.append(kept or str(run.config.get("optim", {}).get("name", run.path.name)))
+    return labels
+
+
 def plot(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Training and validation loss against step, one line per run."""
-    import matplotlib
+    """Training (solid) and validation (dashed, circles) loss against step; a colour per setting
+    (optimizer, learning rate, ...), shared by its seeds and by its train and val curves."""
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.rundir import load_run, run_labels
+    from experiments.rundir import load_run
+    from experiments.studies._figures import plt, save
 
     runs = [load_run(d) for d in run_dirs]
+    settings = _setting_labels(runs)
+    colour = {s: f"C{i % 10}" for i, s in enumerate(dict.fromkeys(settings))}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (run, label) in enumerate(zip(runs, run_labels(runs), strict=True)):
-        m, color = run.metrics, f"C{i % 10}"
-        train_rows = m.dropna(subset=["loss"]) if "loss" in m else m.iloc[:0]
-        ax.plot(train_rows["step"], train_rows["loss"], color=color, label=f"{label} train")
+    for run, setting in zip(runs, settings, strict=True):
+        m = run.metrics
+        if "loss" in m:
+            rows = m.dropna(subset=["loss"])
+            ax.plot(rows["step"], rows["loss"], "-", color=colour[setting], alpha=0.8)
         if "val_loss" in m:
-            val_rows = m.dropna(subset=["val_loss"])
-            ax.plot(val_rows["step"], val_rows["val_loss"], "o--", color=color,
-                    label=f"{label} val")  # fmt: skip
-    ax.set_xlabel("step")
+            rows = m.dropna(subset=["val_loss"])
+            ax.plot(rows["step"], rows["val_loss"], "o--", color=colour[setting], markersize=3)
+    handles = [Line2D([], [], color=c, label=s) for s, c in colour.items()]
+    handles += [Line2D([], [], color="k", ls="-", label="train (batch)"),
+                Line2D([], [], color="k", ls="--", marker="o", markersize=3,
+                       label="val (fixed set)")]  # fmt: skip
+    ax.set_xlabel("training step")
     ax.set_ylabel("loss  ½·mean‖xW − y‖²")
     ax.set_yscale("log")
     ax.set_title("quickstart: linear regression")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "quickstart_loss.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return [path]
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return [save(fig, out_dir, "quickstart_loss", dpi=120)]

@@ -3,7 +3,8 @@
 - `exact_ntk(apply_fn, params, x, output=...)`: K (n, n) by blocked Jacobian contractions.
 - `kernel_moments(k)`: μ, ν, m₂, r_∞ = E[k(x,x)]²/E[k(x,x')²] and the finite-n prediction.
 - `sketched_effective_rank(apply_fn, params, x, key, sketch_width=...)`: r_eff from
-  output probes + CountSketch in O(n·s) memory, bias-free via independent sketch pairs.
+  output probes + CountSketch in O(n·s) memory, bias-free via independent sketch pairs;
+  `effective_rank_by_prefix` reads it off every leading n of one sketch.
 
 Output conventions ("trace", "logit", "probe") are defined in `specjax.ntk.features`.
 """
@@ -14,6 +15,7 @@ from specjax.ntk.moments import KernelMoments, kernel_moments, ntk_rank_summary
 from specjax.ntk.sketch import (
     SketchEstimate,
     countsketch,
+    effective_rank_by_prefix,
     effective_rank_from_sketches,
     sketch_gradients,
     sketched_effective_rank,
@@ -24,6 +26,7 @@ __all__ = [
     "KernelMoments",
     "SketchEstimate",
     "countsketch",
+    "effective_rank_by_prefix",
     "effective_rank_from_sketches",
     "exact_ntk",
     "kernel_moments",

@@ -51,9 +51,13 @@ def exact_ntk(
     grads = features.probed_gradients_fn(apply_fn, unravel)
 
     @jax.jit
-    def block_features(x_b: jax.Array) -> jax.Array:
+    def features_fn(theta: jax.Array, x_b: jax.Array, v_rxc: jax.Array) -> jax.Array:
         g_bxrxp = grads(theta, x_b, v_rxc)
         return g_bxrxp.reshape(g_bxrxp.shape[0], -1)
+
+    def block_features(x_b: jax.Array) -> jax.Array:
+        # θ and V passed as arguments, not baked into the program as constants
+        return features_fn(theta, x_b, v_rxc)
 
     @jax.jit
     def contract(phi_a: jax.Array, phi_b: jax.Array) -> jax.Array:

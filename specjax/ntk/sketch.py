@@ -90,8 +90,11 @@ def sketch_gradients(
     probe: jax.Array | None = None,
     probe_dist: str = "rademacher",
     block_size: int = 64,
-) -> tuple[jax.Array, jax.Array]:
-    """Sketches Z (M, n, R·s) and probed squared gradient norms d (M, n); see module doc."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sketches Z (M, n, R·s) and probed squared gradient norms d (M, n); see module doc.
+
+    Returned as float32 numpy arrays (host memory, filled block by block).
+    """
     s = _check_positive_int(sketch_width, "sketch_width")
     m = _check_positive_int(num_sketches, "num_sketches", minimum=2)
     r = _check_positive_int(num_probes, "num_probes")
@@ -125,33 +128,62 @@ def sketch_gradients(
         d = jnp.sum(g_bxrxp**2, axis=(1, 2)) / r
         return z / jnp.sqrt(r), d
 
+    # θ, probes and hashes are arguments, not closed-over constants: XLA would otherwise embed
+    # (and constant-fold) P-sized arrays into the program, which made it several times slower.
     @jax.jit
+    def probed_sketch(theta, x_b, v_rxc, h, sg):
+        return sketch_one(grads(theta, x_b, v_rxc), h, sg)
+
+    block_grads = jax.jit(grads)
+    sketch_of = jax.jit(sketch_one)
+
     def block_sketch(x_b: jax.Array):
         if fixed_v:  # one gradient per example, hashed M ways
-            g = grads(theta, x_b, v_mxrxc[0])
-            return jax.lax.map(lambda hs: sketch_one(g, *hs), (hash_mxp, sign_mxp))
-        # independent probes per sketch: recompute gradients inside the map (b·R·P live)
-        return jax.lax.map(
-            lambda vhs: sketch_one(grads(theta, x_b, vhs[0]), vhs[1], vhs[2]),
-            (v_mxrxc, hash_mxp, sign_mxp),
-        )
+            g = block_grads(theta, x_b, v_mxrxc[0])
+            outs = [sketch_of(g, hash_mxp[a], sign_mxp[a]) for a in range(m)]
+        else:  # independent probes per sketch: gradients recomputed per sketch (b·R·P live)
+            outs = [probed_sketch(theta, x_b, v_mxrxc[a], hash_mxp[a], sign_mxp[a])
+                    for a in range(m)]  # fmt: skip
+        return jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs])
 
     n = x.shape[0]
-    x_blocks, _ = features.padded_blocks(x, block_size)
-    zs, ds = zip(*(block_sketch(x_b) for x_b in x_blocks), strict=True)
-    z = jnp.concatenate(zs, axis=1)[:, :n]
-    d = jnp.concatenate(ds, axis=1)[:, :n]
-    return z, d
+    x_blocks, b = features.padded_blocks(x, block_size)
+    # Filled block by block: the n·M·R·s floats are held once (no list + concatenate copy).
+    z = np.empty((m, x_blocks.shape[0] * b, r * s), np.float32)
+    d = np.empty((m, x_blocks.shape[0] * b), np.float32)
+    for i, x_b in enumerate(x_blocks):
+        z_b, d_b = block_sketch(x_b)
+        z[:, i * b : (i + 1) * b], d[:, i * b : (i + 1) * b] = np.asarray(z_b), np.asarray(d_b)
+    return z[:, :n], d[:, :n]
 
 
 @jax.jit
-def _pair_sums(z_a: jax.Array, z_b: jax.Array) -> jax.Array:
-    """Σ_{ij} ⟨z_ai, z_aj⟩⟨z_bi, z_bj⟩ by the cheaper of the q×q and n×n contractions."""
-    n, q = z_a.shape
+def _cross(z_a: jax.Array, z_b: jax.Array) -> jax.Array:
+    return jnp.matmul(z_a.T, z_b, precision=jax.lax.Precision.HIGHEST)
+
+
+@jax.jit
+def _gram_pair_sum(z_a: jax.Array, z_b: jax.Array) -> jax.Array:
     hi = jax.lax.Precision.HIGHEST
-    if q <= n:
-        return jnp.sum(jnp.matmul(z_a.T, z_b, precision=hi) ** 2)
     return jnp.sum(jnp.matmul(z_a, z_a.T, precision=hi) * jnp.matmul(z_b, z_b.T, precision=hi))
+
+
+def _pair_sums(z_a: np.ndarray, z_b: np.ndarray, ns: list[int]) -> list[float]:
+    """Σ_{i,j<n} ⟨z_ai, z_aj⟩⟨z_bi, z_bj⟩ for each prefix n in ns (sorted), in one pass.
+
+    = ‖Z_aᵀ Z_b‖_F² with Z_aᵀ Z_b (q×q) accumulated over the chunks between successive n;
+    when q exceeds n the n×n Grams are cheaper and are used instead.
+    """
+    q = z_a.shape[1]
+    if q > ns[-1]:
+        return [float(_gram_pair_sum(z_a[:n], z_b[:n])) for n in ns]
+    out, cross, start = [], np.zeros((q, q)), 0
+    for n in ns:
+        if n > start:
+            cross += np.asarray(_cross(z_a[start:n], z_b[start:n]), np.float64)
+        out.append(float(np.sum(cross**2)))
+        start = n
+    return out
 
 
 def _jackknife(values_m: np.ndarray) -> float:
@@ -159,22 +191,40 @@ def _jackknife(values_m: np.ndarray) -> float:
     return float(np.sqrt((m - 1) / m * np.sum((values_m - values_m.mean()) ** 2)))
 
 
-def effective_rank_from_sketches(z_mxnxq: jax.Array, d_mxn: jax.Array) -> SketchEstimate:
-    """Pairwise-independent (bias-free) r_eff, ‖K‖_F², r_∞ from M sketches; see module doc."""
-    m, n, q = z_mxnxq.shape
-    if m < 2 or d_mxn.shape != (m, n):
-        raise ValueError(f"need z (M ≥ 2, n, q) and d (M, n), got {z_mxnxq.shape}, {d_mxn.shape}")
-    zn_mxn = np.asarray(jnp.sum(z_mxnxq**2, axis=-1), np.float64)  # sketched ‖z_i‖²
+def effective_rank_by_prefix(
+    z_mxnxq: Any, d_mxn: Any, ns: list[int] | tuple[int, ...]
+) -> list[SketchEstimate]:
+    """`effective_rank_from_sketches(z[:, :n], d[:, :n])` for each n in `ns`, in one pass.
+
+    With i.i.d. examples, the leading n of an n_max sample are a sample of size n: one
+    sketch of n_max examples gives r̂_eff at every smaller n (estimates at different n share
+    examples and sketches, so they are correlated).
+    """
+    z = np.asarray(z_mxnxq, np.float32)
     d = np.asarray(d_mxn, np.float64)
-    t_m = d.sum(axis=1)
-    # Pair statistics, a < b: tt = T_a T_b, dd = Σ d_a d_b, off = Σ_{i≠j} K̂ᵃ_ij K̂ᵇ_ij.
-    pairs = list(combinations(range(m), 2))
-    tt, dd, off = (np.zeros((m, m)) for _ in range(3))
-    for a, b in pairs:
-        cross = float(_pair_sums(z_mxnxq[a], z_mxnxq[b]))
-        tt[a, b] = t_m[a] * t_m[b]
-        dd[a, b] = float(d[a] @ d[b])
-        off[a, b] = cross - float(zn_mxn[a] @ zn_mxn[b])
+    if z.ndim != 3 or z.shape[0] < 2 or d.shape != z.shape[:2]:
+        raise ValueError(f"need z (M ≥ 2, n, q) and d (M, n), got {z.shape}, {d.shape}")
+    m, n_max, q = z.shape
+    ns = [int(n) for n in ns]
+    if not ns or any(not 1 <= n <= n_max for n in ns):
+        raise ValueError(f"ns must be a non-empty list of sizes in [1, {n_max}], got {ns}")
+    order = sorted(set(ns))
+    zn = np.stack([np.einsum("nq,nq->n", z[a], z[a], dtype=np.float64) for a in range(m)])
+    # Pair statistics per prefix, a < b: tt = T_a T_b, dd = Σ d_a d_b, off = Σ_{i≠j} K̂ᵃK̂ᵇ.
+    tt, dd, off = (np.zeros((len(order), m, m)) for _ in range(3))
+    idx = np.array(order) - 1
+    t_mxk = np.cumsum(d, axis=1)[:, idx]  # T_a at each prefix
+    for a, b in combinations(range(m), 2):
+        dd[:, a, b] = np.cumsum(d[a] * d[b])[idx]
+        off[:, a, b] = np.array(_pair_sums(z[a], z[b], order)) - np.cumsum(zn[a] * zn[b])[idx]
+        tt[:, a, b] = t_mxk[a] * t_mxk[b]
+    by_n = {n: _estimate(tt[k], dd[k], off[k], t_mxk[:, k], n, q) for k, n in enumerate(order)}
+    return [by_n[n] for n in ns]
+
+
+def _estimate(tt, dd, off, t_m, n: int, q: int) -> SketchEstimate:
+    """U-statistic ratios over sketch pairs a < b, with delete-one-sketch jackknife SEs."""
+    m = t_m.shape[0]
 
     def estimates(keep: np.ndarray) -> tuple[float, float, float]:
         mask = np.triu(np.outer(keep, keep), 1).astype(bool)
@@ -202,6 +252,14 @@ def effective_rank_from_sketches(z_mxnxq: jax.Array, d_mxn: jax.Array) -> Sketch
         num_probes=1,
         num_sketches=m,
     )
+
+
+def effective_rank_from_sketches(z_mxnxq: Any, d_mxn: Any) -> SketchEstimate:
+    """Pairwise-independent (bias-free) r_eff, ‖K‖_F², r_∞ from M sketches; see module doc."""
+    shape = getattr(z_mxnxq, "shape", ())
+    if len(shape) != 3:
+        raise ValueError(f"need z (M ≥ 2, n, q) and d (M, n), got {shape}, {np.shape(d_mxn)}")
+    return effective_rank_by_prefix(z_mxnxq, d_mxn, [shape[1]])[0]
 
 
 def sketched_effective_rank(

@@ -9,9 +9,14 @@ A parameter of shape `shape` is viewed as a stack of `B` matrices of shape (fan_
 | "conv"     | (*window, c_in, c_out)   | B = 1, fan_in = prod(window)·c_in          |
 | "stack"    | (*stack, fan_in, fan_out)| B = prod(stack) (scanned / stacked layers) |
 | "vector"   | any                      | not a matrix: never orthogonalized         |
+| dim. nums  | any, ndim ≥ 2            | B = prod(other axes), fan_in = prod(reduction |
+|            |                          | axes), fan_out = prod(output axes)            |
 
 Leaves of ndim ≤ 1 are vectors. 2-D leaves are matrices unless declared otherwise. A leaf of
-ndim > 2 must be declared "conv", "stack" or "vector": guessing would be optax's mistake.
+ndim > 2 must be declared "conv", "stack", "vector" or by dimension numbers (any object with
+`reduction_axis` and `output_axis`, ints or sequences of ints): guessing would be optax's mistake.
+Dimension numbers (optax's `MuonDimensionNumbers`) transpose the leaf to (*batch axes,
+*reduction axes, *output axes) first.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class LeafView(NamedTuple):
     stack_shape: tuple[int, ...]
     fan_in: int
     fan_out: int
+    # Axis order (batch, reduction, output) to transpose to before reshaping; None = as stored.
+    perm: tuple[int, ...] | None = None
 
     @property
     def is_matrix(self) -> bool:
@@ -47,10 +54,60 @@ class LeafView(NamedTuple):
         return math.prod(self.stack_shape)
 
 
-def leaf_view(path: str, shape: tuple[int, ...], spec: str | None, *, argument: str) -> LeafView:
+def is_dimension_numbers(spec) -> bool:
+    """True for optax's `MuonDimensionNumbers` or any object shaped like it."""
+    return hasattr(spec, "reduction_axis") and hasattr(spec, "output_axis")
+
+
+def _axes(value, ndim: int, what: str, path: str, shape, argument: str) -> tuple[int, ...]:
+    axes = (value,) if isinstance(value, int) else tuple(value)
+    if not axes or any(isinstance(a, bool) or not isinstance(a, int) for a in axes):
+        raise ValueError(
+            f"{argument} for parameter {path!r}: {what} must be an int or a non-empty sequence "
+            f"of ints, got {value!r}"
+        )
+    if any(not -ndim <= a < ndim for a in axes):
+        raise ValueError(
+            f"{argument} for parameter {path!r} of shape {shape}: {what} {value!r} is out of "
+            f"range for ndim {ndim}"
+        )
+    return tuple(a % ndim for a in axes)
+
+
+def dimension_numbers_view(path: str, shape: tuple[int, ...], spec, *, argument: str) -> LeafView:
+    """The view declared by dimension numbers: batch = every axis not named, in order."""
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(
+            f"{argument} gives parameter {path!r} of shape {shape} dimension numbers {spec}, "
+            "but only leaves of ndim >= 2 are matrices (give None to send it to Adam)"
+        )
+    reduction = _axes(spec.reduction_axis, ndim, "reduction_axis", path, shape, argument)
+    output = _axes(spec.output_axis, ndim, "output_axis", path, shape, argument)
+    named = reduction + output
+    if len(set(named)) != len(named):
+        raise ValueError(
+            f"{argument} for parameter {path!r} of shape {shape}: reduction axes {reduction} and "
+            f"output axes {output} must be distinct and disjoint"
+        )
+    batch = tuple(a for a in range(ndim) if a not in named)
+    perm = batch + reduction + output
+    return LeafView(
+        "dimension_numbers",
+        shape,
+        tuple(shape[a] for a in batch),
+        math.prod(shape[a] for a in reduction),
+        math.prod(shape[a] for a in output),
+        None if perm == tuple(range(ndim)) else perm,
+    )
+
+
+def leaf_view(path: str, shape: tuple[int, ...], spec, *, argument: str) -> LeafView:
     """The view of one leaf; `ValueError` naming `path` when `spec` does not fit its shape."""
     shape = tuple(int(d) for d in shape)
     ndim = len(shape)
+    if is_dimension_numbers(spec):
+        return dimension_numbers_view(path, shape, spec, argument=argument)
     if spec is None:
         if ndim <= 1:
             return LeafView("vector", shape, (), 0, 0)
@@ -58,7 +115,8 @@ def leaf_view(path: str, shape: tuple[int, ...], spec: str | None, *, argument: 
             return LeafView("matrix", shape, (), shape[0], shape[1])
         raise ValueError(
             f"parameter {path!r} has shape {shape} (ndim {ndim} > 2) and no declared reshape; "
-            f"pass {argument}= a tree (or params -> tree) of 'conv', 'stack' or 'vector' for it"
+            f"pass {argument}= a tree (or params -> tree) of 'conv', 'stack', 'vector' or "
+            "dimension numbers for it"
         )
     if spec not in VIEWS:
         raise ValueError(
@@ -104,7 +162,9 @@ def resolve_views(params, reshape, *, argument: str = "reshape") -> dict[str, Le
         }
     else:
         tree = reshape(params) if callable(reshape) else reshape
-        flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+        flat, _ = jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda x: x is None or is_dimension_numbers(x)
+        )
         specs = {path_str(p): spec for p, spec in flat}
         unknown = [path for path, _ in leaves if path not in specs]
         if unknown:
@@ -120,11 +180,17 @@ def resolve_views(params, reshape, *, argument: str = "reshape") -> dict[str, Le
 
 def to_matrices(x: jax.Array, view: LeafView) -> jax.Array:
     """(B, fan_in, fan_out) view of a leaf."""
+    if view.perm is not None:
+        x = x.transpose(view.perm)
     return x.reshape((view.batch, view.fan_in, view.fan_out))
 
 
 def from_matrices(y: jax.Array, view: LeafView) -> jax.Array:
-    return y.reshape(view.shape)
+    """Inverse of `to_matrices`."""
+    if view.perm is None:
+        return y.reshape(view.shape)
+    permuted_shape = tuple(view.shape[a] for a in view.perm)
+    return y.reshape(permuted_shape).transpose(tuple(int(i) for i in np.argsort(view.perm)))
 
 
 def per_matrix(values_B: jax.Array, view: LeafView) -> jax.Array:

@@ -138,14 +138,23 @@ def resolve_labels(params, labels, allowed: Collection[str], *, argument: str = 
 
 
 def check_default_routing(
-    params, label_tree, matrix_label: str, other_label: str, *, optimizer: str, step: str
+    params,
+    label_tree,
+    matrix_label: str,
+    other_label: str,
+    *,
+    optimizer: str,
+    step: str,
+    routed_by: str | None = None,
+    hint: str = "",
 ) -> None:
     """Never route nothing silently: raise when the *default* label function labelled no leaf
     `matrix_label` although `params` holds matrices (leaves of ndim ≥ 2).
 
     That happens for trees without flax names (a plain dict {"w1": ..., "w2": ...}, a list of
     arrays): every matrix would silently take the `other_label` step. Call only when the user
-    did not pass `label_fn`.
+    did not pass `label_fn`. `routed_by` names what labelled the tree when it was not the flax
+    default (e.g. a dimension-numbers tree of all None); `hint` adds another way to label.
     """
     labels = jax.tree.leaves(label_tree)
     if matrix_label in labels:
@@ -154,15 +163,19 @@ def check_default_routing(
     if not matrices:
         return
     path, leaf = matrices[0]
+    source = routed_by or (
+        "label_fn=None (default: flax naming, leaves called 'kernel' outside "
+        "embeddings / output heads)"
+    )
     raise ValueError(
-        f"{optimizer}: label_fn=None (default: flax naming, leaves called 'kernel' outside "
-        f"embeddings / output heads) sent no parameter to the {step} step, but params has "
+        f"{optimizer}: {source} sent no parameter to the {step} step, but params has "
         f"{len(matrices)} matri{'x' if len(matrices) == 1 else 'ces'} (ndim >= 2), e.g. "
         f"{path!r} with shape {tuple(jnp.shape(leaf))}; "
         f"{'it' if len(matrices) == 1 else 'all of them'} would silently take the "
         f"{other_label!r} step. Label the parameters yourself: pass label_fn= a function "
         f"params -> tree of {matrix_label!r} / {other_label!r}, e.g. label_fn=lambda params: "
         f"jax.tree.map(lambda p: {matrix_label!r} if p.ndim == 2 else {other_label!r}, params)"
+        f"{hint}"
     )
 
 

@@ -4,15 +4,24 @@
 
 U is the base optimizer's direction (Adam's m̂/(√v̂ + ε), the sign of Nesterov momentum, AdEMAMix's
 mix), H_c the soft spectral clip σ ↦ σ/√(1 + σ²/c²) (vectors: g/√(1 + ‖g‖²/c²)), η the learning
-rate, λ the decoupled weight decay, α = √max(1, fan_out/fan_in) per matrix (1 for vectors,
-`alpha=None` for 1 everywhere). Applied to every parameter. As c → ∞, H_c(U) → U to float32
-rounding (`specjax.soft_spectral_clip` forms its scale without cancellation), and c = inf is
-allowed and gives H_c(U) = U exactly, so with α = 1 SPECTRA is its base optimizer step for step
-(with α = "muon" it is the base step times α per matrix).
+rate, λ the decoupled weight decay. α per matrix: "official" (default) is the published code's
+√max(1, rows/cols) of the *torch* layout, i.e. √max(1, fan_out/fan_in) for a kernel and
+√max(1, vocab/d) for an embedding table (stored (vocab, d) in both frameworks); "muon" is
+√max(1, fan_out/fan_in) everywhere; None is 1. Vectors: α = 1. Applied to every parameter. As
+c → ∞, H_c(U) → U to float32 rounding, and c = inf gives H_c(U) = U exactly, so with α = 1
+SPECTRA is its base optimizer step for step.
 
-Options: `pre_clip=c_pre` soft-clips the raw matrix gradients at c_pre before the base optimizer
-(put any global-norm clip after it in your chain, never before); `constant_clr_warmup=W` uses
-c_t = c·η(W)/η(t) for t < W so the largest possible step α·η·c stays at its post-warm-up value.
+Gradient path, in the published order (mlolab/llm-spectral-clipping, `src/optim/base.py`):
+`pre_clip=c_pre` soft-clips the raw 2-D gradients, then `global_norm_clip` rescales the whole
+gradient to global norm ≤ that value, then the base optimizer. `constant_clr_warmup=W`: for
+t < W both clip levels are scaled by η(W)/η(t) (c_t·η(t) and c_pre,t·η(t) held at their
+post-warm-up values), as the official code does with its `warmup_steps`.
+
+Deliberate differences from the official code: (1) vectors are clipped smoothly,
+g/√(1 + ‖g‖²/c²) for every g; the official returns g unchanged when ‖g‖ ≤ c (a jump at
+‖g‖ = c). (2) The matrix clip is iterated to convergence in float32; the official runs 10
+bfloat16 Newton–Schulz steps (`ns_float32=False`), which under-clip when σ_max ≫ c. (3) At t = 0
+with a warm-up from η = 0 the clip levels are +inf (the official warm-up starts at η_peak/100).
 """
 
 from __future__ import annotations
@@ -30,7 +39,22 @@ from specjax.optim.clip import check_clip_args, clip_tree, init_norm_stats
 from specjax.optim.labels import path_str
 from specjax.optim.polar_update import shape_scale
 
-ALPHAS = ("muon", None)
+ALPHAS = ("official", "muon", None)
+
+# Path components (lower-cased) of embedding tables: stored (num_embeddings, features) by flax
+# and torch alike, so the official α = √max(1, rows/cols) is √max(1, vocab/d) on them.
+EMBEDDING_COMPONENTS = frozenset(
+    {
+        "embed", "embedding", "embeddings", "wte", "wpe", "tok_embed", "pos_embed",
+        "token_embedding", "position_embedding",
+    }
+)  # fmt: skip
+
+
+def is_embedding_table(path: str) -> bool:
+    """Default rule for alpha="official": a path with an embedding component (flax `Embed`'s
+    `embedding`, nanoGPT's `wte` / `wpe`)."""
+    return any(part.lower() in EMBEDDING_COMPONENTS for part in path.split("/"))
 
 
 class SpectraState(NamedTuple):
@@ -52,7 +76,9 @@ def _lr_at(learning_rate, count):
 
 
 def _clip_level(c, learning_rate, count, warmup: int):
-    """c, or c·η(W)/η(t) during the first W steps (c·η held constant through warm-up)."""
+    """c, or c·η(W)/η(t) during the first W steps (c·η held constant through warm-up).
+
+    The official code holds c·η_peak; η(W) is the peak of a warm-up-then-decay schedule."""
     c = jnp.asarray(c, jnp.float32)
     if warmup == 0 or not callable(learning_rate):
         return c
@@ -73,15 +99,20 @@ def spectra(
     pre_clip: float | None = None,
     kind: str = "soft",
     iters: int | None = None,
-    alpha: str | None = "muon",
+    alpha: str | None = "official",
     constant_clr_warmup: int = 0,
+    global_norm_clip: float | None = None,
+    embedding_fn=None,
     reshape=None,
     track_stats: bool = True,
 ) -> optax.GradientTransformation:
     """SPECTRA around `base` (a direction: no learning rate, no weight decay inside it).
 
-    `c` > 0 (inf: no clipping). `reshape` declares leaves of ndim > 2 ("conv", "stack",
-    "vector") as in `scale_by_polar`; `weight_decay_mask` is optax's mask (tree or
+    `c` > 0 (inf: no clipping). `global_norm_clip` > 0 clips the gradient's global norm after
+    `pre_clip` and before `base` (the official order; put no global-norm clip before this
+    transform). `embedding_fn` (path string -> bool; default `is_embedding_table`) marks the
+    embedding tables for alpha="official". `reshape` declares leaves of ndim > 2 ("conv",
+    "stack", "vector") as in `scale_by_polar`; `weight_decay_mask` is optax's mask (tree or
     params -> tree of bools; None = all leaves).
     """
     check_clip_args(c, kind, iters)
@@ -89,7 +120,12 @@ def spectra(
     _validate.check_nonnegative("weight_decay", weight_decay)
     if pre_clip is not None:
         _validate.check_positive("pre_clip", pre_clip, allow_inf=True)
+    if global_norm_clip is not None:
+        _validate.check_positive("global_norm_clip", global_norm_clip)
     _validate.check_choice("alpha", alpha, ALPHAS)
+    if embedding_fn is not None and not callable(embedding_fn):
+        raise ValueError(f"embedding_fn must be a callable path -> bool, got {embedding_fn!r}")
+    is_embedding = embedding_fn or is_embedding_table
     if (
         isinstance(constant_clr_warmup, bool)
         or not isinstance(constant_clr_warmup, int)
@@ -119,12 +155,12 @@ def spectra(
         views = resolve_views(updates, reshape)
         pre_norms = state.pre_clip_spectral_norm
         if pre_clip is not None:
-            matrix_views = {
-                p: (v if v.is_matrix else v._replace(kind="vector")) for p, v in views.items()
-            }
+            pre_t = _clip_level(pre_clip, learning_rate, state.count, constant_clr_warmup)
             updates, pre_norms = _clip_matrices_only(
-                updates, matrix_views, pre_clip, iters=iters, track_stats=track_stats
+                updates, views, pre_t, iters=iters, track_stats=track_stats
             )
+        if global_norm_clip is not None:
+            updates = _clip_global_norm(updates, global_norm_clip)
         direction, base_state = base.update(updates, state.base, params, **extra_args)
         c_t = _clip_level(c, learning_rate, state.count, constant_clr_warmup)
         clipped, norms = clip_tree(
@@ -132,7 +168,8 @@ def spectra(
         )
         if alpha is not None:
             clipped = jax.tree_util.tree_map_with_path(
-                lambda p, h: _scale_leaf(h, views[path_str(p)]), clipped
+                lambda p, h: _scale_leaf(h, views[path_str(p)], alpha, is_embedding(path_str(p))),
+                clipped,
             )
         clipped, decay_state = decay.update(clipped, state.decay, params)
         lr = _lr_at(learning_rate, state.count)
@@ -150,10 +187,27 @@ def spectra(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _scale_leaf(h, view):
-    if not view.is_matrix:
-        return h
-    return h * jnp.asarray(shape_scale(view.fan_in, view.fan_out, "muon"), h.dtype)
+def spectra_alpha(view, alpha: str | None, embedding: bool) -> float:
+    """α of one leaf: 1 for vectors and alpha=None; √max(1, fan_out/fan_in) ("muon", and
+    "official" on kernels); √max(1, rows/cols) = √max(1, fan_in/fan_out) on an embedding table
+    ("official": the published code reads the stored (vocab, d) shape)."""
+    if not view.is_matrix or alpha is None:
+        return 1.0
+    if alpha == "official" and embedding:
+        return shape_scale(view.fan_out, view.fan_in, "muon")
+    return shape_scale(view.fan_in, view.fan_out, "muon")
+
+
+def _scale_leaf(h, view, alpha, embedding: bool):
+    a = spectra_alpha(view, alpha, embedding)
+    return h if a == 1.0 else h * jnp.asarray(a, h.dtype)
+
+
+def _clip_global_norm(updates, max_norm: float):
+    """g·min(1, max_norm/‖g‖) over the whole tree (torch's clip_grad_norm_ without its 1e-6)."""
+    norm = optax.tree.norm(updates)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny))
+    return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
 
 
 def _clip_matrices_only(updates, views, c, *, iters, track_stats):

@@ -60,7 +60,7 @@ def indicator_stable_rank(tokens: jax.Array, num_classes: int) -> jax.Array:
 def matrix_summary(x: jax.Array, *, top_k: int, key: jax.Array) -> dict[str, jax.Array]:
     """Spectral norm, Frobenius norm, stable rank and top-`top_k` singular values of `x`.
 
-    σ's come from `randomized_svd` (4 power iterations, accurate to float32 rounding for the
+    σ's come from `randomized_svd` (its defaults, accurate to float32 rounding for the
     top few singular values of the matrices met in training); ‖x‖_F is exact.
     """
     x = jnp.asarray(x, jnp.float32)

@@ -1,0 +1,211 @@
+"""The headline job end to end against nanoGPT's own `train.py`, back to back in one script.
+
+    python benchmarks/bench_end_to_end.py /path/to/nanoGPT --torch-python /path/to/python
+    python benchmarks/bench_end_to_end.py --max-iters 300          # a quick check of the script
+
+Runs, one after another on the same machine:
+1. nanoGPT's CPU "baby GPT" command (`config/train_shakespeare_char.py`, `--device=cpu
+   --compile=False`, batch 12, context 64, 4 layers × 4 heads × 128, dropout 0, evaluation of 20
+   batches every 250 steps including step 0), its data prepared by its own `prepare.py` from our
+   local copy of Tiny Shakespeare (written as its `input.txt` first, so nothing is downloaded);
+2. `python -m experiments.run +exp=nanogpt_adamw` and `+exp=nanogpt_muon` on the same text,
+   each in a fresh compilation-cache directory (a first run: compiling included); with `--warm`
+   each again with its cache warm (a repeated run);
+3. the AdamW command with `trainer.spectra_every=0` (also cold), for the cost of spectra logging;
+4. two starts of a short AdamW command in a fresh compilation-cache directory (cold, then warm),
+   each timed to its first logged training step.
+
+and prints the wall-clock of each and the ratios to nanoGPT. Without a nanoGPT checkout the
+baseline is `benchmarks/torch_gpt_reference.py` run for as many steps (an eager PyTorch GPT of the
+same shape; no evaluation). `--torch-python` is a Python with torch (`pip install torch==2.13.0
+numpy requests`); by default this one. Get a checkout with `git clone` of karpathy/nanoGPT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+                "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12",
+                "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0"]  # fmt: skip
+
+
+def timed(cmd: list[str], cwd: pathlib.Path, log: pathlib.Path, env=None) -> float:
+    """Wall-clock seconds of `cmd`; its output goes to `log`; a failure stops the benchmark."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, **(env or {})})  # fmt: skip
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return seconds
+
+
+def prepare_nanogpt(checkout: pathlib.Path, data: pathlib.Path, python: str, work: pathlib.Path):
+    """nanoGPT's shakespeare_char data, made by its prepare.py from our copy of the text."""
+    folder = checkout / "data" / "shakespeare_char"
+    if not (folder / "prepare.py").is_file():
+        sys.exit(f"{checkout} is not a nanoGPT checkout (no data/shakespeare_char/prepare.py)")
+    if not (folder / "input.txt").is_file():
+        shutil.copyfile(data, folder / "input.txt")
+    timed([python, "prepare.py"], folder, work / "nanogpt_prepare.log")
+
+
+def warmup_steps(iters: int) -> int:
+    """The recipe's 100 warm-up steps; a short check run (≤ 100 steps) warms up for half."""
+    return 100 if iters > 100 else max(1, iters // 2)
+
+
+def run_nanogpt(checkout, python, iters, work) -> tuple[float, dict]:
+    out_dir = work / "nanogpt_out"
+    cmd = [python, "train.py", *NANOGPT_ARGS, f"--max_iters={iters}",
+           f"--lr_decay_iters={iters}", f"--warmup_iters={warmup_steps(iters)}",
+           f"--out_dir={out_dir}"]  # fmt: skip
+    log = work / "nanogpt_train.log"
+    seconds = timed(cmd, checkout, log)
+    text = log.read_text()
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", text)
+    step_ms = [float(m) for m in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms", text)]
+    return seconds, {
+        "evals": len(evals),
+        "val_loss": float(evals[-1][2]) if evals else float("nan"),
+        "median_step_ms": sorted(step_ms)[len(step_ms) // 2] if step_ms else float("nan"),
+        "steps": len(step_ms),
+    }
+
+
+def run_torch_reference(python, iters, work) -> tuple[float, dict]:
+    code = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from benchmarks.torch_gpt_reference import make_trainer\n"
+            "step = make_trainer(); g = torch.Generator().manual_seed(0)\n"
+            f"for _ in range({iters}):\n"
+            "    x = torch.randint(0, 65, (12, 64), generator=g)\n"
+            "    step(x, torch.roll(x, -1, 1))\n")  # fmt: skip
+    return timed([python, "-c", code], ROOT, work / "torch_reference.log"), {"evals": 0}
+
+
+def ours_cmd(exp: str, data: pathlib.Path, iters: int, run_dir: pathlib.Path, *extra: str):
+    return [sys.executable, "-m", "experiments.run", f"+exp=nanogpt_{exp}",
+            "data=shakespeare_char", f"data.path={data}", f"trainer.max_steps={iters}",
+            f"optim.warmup_steps={warmup_steps(iters)}", "trainer.progress=plain",
+            f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+
+
+def run_ours(exp, data, iters, work, name, cache) -> tuple[float, dict]:
+    """Our command; `cache` is its compilation cache directory (a fresh one: a cold start)."""
+    run_dir = work / f"ours_{name}"
+    extra = [f"trainer.compilation_cache_dir={cache}"]
+    if name.endswith("no_spectra"):
+        extra.append("trainer.spectra_every=0")
+    seconds = timed(ours_cmd(exp, data, iters, run_dir, *extra), ROOT, work / f"{run_dir.name}.log")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "val_loss" in r]
+    times = [r["step_time_s"] for r in rows if "step_time_s" in r]
+    return seconds, {
+        "evals": len(evals),
+        "val_loss": evals[-1]["val_loss"] if evals else float("nan"),
+        "median_step_ms": 1e3 * sorted(times)[len(times) // 2] if times else float("nan"),
+        "mfu": next((r["mfu"] for r in reversed(rows) if "mfu" in r), float("nan")),
+    }
+
+
+def time_to_first_step(data, cache: pathlib.Path, work: pathlib.Path, name: str) -> float:
+    """Seconds from launch until the first training step's metrics are written (then killed)."""
+    run_dir = work / f"startup_{name}"
+    cmd = ours_cmd("adamw", data, 2000, run_dir, "trainer.log_every=1",
+                   "trainer.steps_per_dispatch=1",
+                   f"trainer.compilation_cache_dir={cache}")  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    with (work / f"startup_{name}.log").open("w") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        while proc.poll() is None and not (metrics.exists() and metrics.stat().st_size > 0):
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("nanogpt", nargs="?", type=pathlib.Path, default=None,
+                        help="a nanoGPT checkout (else the PyTorch reference)")  # fmt: skip
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="a Python interpreter with torch, numpy (and requests)")  # fmt: skip
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--max-iters", type=int, default=2000,
+                        help="steps (≤ 100: warm-up shortened to half, in both)")  # fmt: skip
+    parser.add_argument("--exps", nargs="+", default=["adamw", "muon"])
+    parser.add_argument("--no-extras", action="store_true",
+                        help="skip the spectra-off and cold/warm start runs")  # fmt: skip
+    parser.add_argument("--warm", action="store_true",
+                        help="also rerun each of ours with its compilation cache warm")  # fmt: skip
+    parser.add_argument("--work", type=pathlib.Path, default=None, help="keep logs and runs here")
+    args = parser.parse_args()
+    if args.max_iters < 1:
+        parser.error(f"--max-iters must be a positive int, got {args.max_iters}")
+    if not args.data.is_file():
+        parser.error(f"--data {args.data} not found (Tiny Shakespeare, 1,115,394 chars)")
+    if args.nanogpt is not None and not (args.nanogpt / "train.py").is_file():
+        parser.error(f"{args.nanogpt} is not a nanoGPT checkout (no train.py)")
+    work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="bench_e2e_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"load before: {os.getloadavg()}; logs in {work}", flush=True)
+
+    results: dict[str, tuple[float, dict]] = {}
+    if args.nanogpt is not None:
+        prepare_nanogpt(args.nanogpt, args.data, args.torch_python, work)
+        results["nanogpt"] = run_nanogpt(args.nanogpt, args.torch_python, args.max_iters, work)
+        base = "nanogpt"
+    else:
+        results["torch_ref"] = run_torch_reference(args.torch_python, args.max_iters, work)
+        base = "torch_ref"
+    for exp in args.exps:  # cold: each in a fresh compilation cache, as a first run would be
+        results[exp] = run_ours(exp, args.data, args.max_iters, work, exp, work / f"cache_{exp}")
+        if args.warm:
+            results[f"{exp}_warm"] = run_ours(exp, args.data, args.max_iters, work,
+                                              f"{exp}_warm", work / f"cache_{exp}")  # fmt: skip
+    if not args.no_extras:
+        cache = work / "cache_no_spectra"
+        results["adamw_no_spectra"] = run_ours("adamw", args.data, args.max_iters, work,
+                                               "adamw_no_spectra", cache)  # fmt: skip
+
+    base_s = results[base][0]
+    print(f"\n{args.max_iters} steps, gpt_baby, batch 12×64; load after: {os.getloadavg()}")
+    print(f"{'run':<18}{'wall s':>8}{'vs ' + base:>14}{'evals':>7}{'val loss':>10}"
+          f"{'step ms':>9}{'mfu':>8}")  # fmt: skip
+    for name, (seconds, info) in results.items():
+        print(f"{name:<18}{seconds:>8.1f}{seconds / base_s:>13.2f}×{info.get('evals', 0):>7}"
+              f"{info.get('val_loss', float('nan')):>10.4f}"
+              f"{info.get('median_step_ms', float('nan')):>9.1f}"
+              f"{100 * info.get('mfu', float('nan')):>7.1f}%")  # fmt: skip
+    print("evals: nanoGPT evaluates at every multiple of 250 including step 0 and trains steps "
+          "0..max_iters; ours evaluates at 250, 500, ... and the last step, then once on the "
+          "whole validation split.")  # fmt: skip
+    if "adamw_no_spectra" in results and "adamw" in results:
+        share = 1 - results["adamw_no_spectra"][0] / results["adamw"][0]
+        print(f"spectra logging (trainer.spectra_every default): {100 * share:.1f}% of the "
+              "AdamW run's wall-clock")  # fmt: skip
+    if not args.no_extras:
+        cache = work / "fresh_compilation_cache"
+        cold = time_to_first_step(args.data, cache, work, "cold")
+        warm = time_to_first_step(args.data, cache, work, "warm")
+        print(f"start to first training step: cold cache {cold:.1f} s, warm cache {warm:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A vmapped sweep against the same runs one after another (issue 16, goal: ratio ≤ 0.5).
+
+    python benchmarks/bench_sweep.py                      # 6 gpt_baby runs of 2000 steps
+    python benchmarks/bench_sweep.py --max-steps 200      # a quick look
+
+Both sides are the real command line, timed end to end as subprocesses, back to back in this
+script: six `python -m experiments.run +exp=nanogpt_muon seed=S optim.lr=LR` runs in a row,
+then one `python -m experiments.run +exp=nanogpt_muon sweep.seed='[...]' sweep.optim.lr='[...]'`.
+Every run keeps the experiment's evaluations, spectra and checkpoints. Afterwards each member's
+final val_loss is checked against its separate run (they should agree to float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_command(args: list[str], run_dir: pathlib.Path) -> float:
+    """Wall-clock seconds of `python -m experiments.run ARGS hydra.run.dir=RUN_DIR`."""
+    command = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={run_dir}",
+               "trainer.progress=off"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def final_val_loss(run_dir: pathlib.Path) -> float:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return summary["summary"]["val_loss"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="nanogpt_muon")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--lrs", default="1e-3,2e-3")
+    parser.add_argument("--max-steps", type=int, default=None, help="default: the experiment's")
+    parser.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every run")
+    args = parser.parse_args(argv)
+    seeds, lrs = args.seeds.split(","), args.lrs.split(",")
+    common = [f"+exp={args.exp}", *args.overrides]
+    if args.max_steps is not None:
+        common.append(f"trainer.max_steps={args.max_steps}")
+    out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="bench_sweep_"))
+    print(f"{len(seeds) * len(lrs)} runs of {' '.join(common)} in {out}")
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average)", flush=True)
+
+    sequential, singles = 0.0, []
+    for seed in seeds:
+        for lr in lrs:
+            run_dir = out / f"single_s{seed}_lr{lr}"
+            seconds = run_command([*common, f"seed={seed}", f"optim.lr={lr}"], run_dir)
+            print(f"  seed={seed} optim.lr={lr}: {seconds:.1f} s", flush=True)
+            sequential += seconds
+            singles.append(run_dir)
+    grid = [f"sweep.seed=[{args.seeds}]", f"sweep.optim.lr=[{args.lrs}]"]
+    vmapped = run_command([*common, *grid], out / "sweep")
+    print(f"sequential: {sequential:.1f} s   vmapped sweep: {vmapped:.1f} s   "
+          f"ratio {vmapped / sequential:.2f} (goal <= 0.5)")  # fmt: skip
+    worst = max(abs(final_val_loss(s) - final_val_loss(out / "sweep" / "runs" / str(k)))
+                for k, s in enumerate(singles))  # fmt: skip
+    print(f"largest |val_loss(member) - val_loss(separate run)|: {worst:.2e}")
+    print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
