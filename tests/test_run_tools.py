@@ -116,6 +116,15 @@ def test_wandb_metrics_match_metrics_jsonl_on_the_declared_step_axis(tiny_run):
     assert fake.init_kwargs["mode"] == "offline" and fake.init_kwargs["dir"] == str(run_dir)
 
 
+def test_a_wandb_run_draws_its_figures_and_uploads_each_one(tiny_run):
+    run_dir, fake = tiny_run
+    drawn = sorted(p.stem for p in (run_dir / rundir.FIGURES_DIR).glob("*.png"))
+    assert drawn, "a nanogpt run with logger=wandb draws its figures before the mirror closes"
+    uploaded = [k.removeprefix("figures/") for log in fake.logs for k in log
+                if k.startswith("figures/")]  # fmt: skip
+    assert sorted(uploaded) == drawn
+
+
 def test_wandb_uploads_the_run_figures_once_as_images(tmp_path, monkeypatch):
     runs: list[FakeRun] = []
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb_module(runs))

@@ -131,6 +131,17 @@ def test_peak_is_measured_once_and_stored(tmp_path, monkeypatch):
         compose(["+exp=quickstart", "trainer.peak_flops=-1"])
 
 
+def test_a_stored_peak_only_rises_unless_replaced(tmp_path):
+    """A measurement under load is lower than the peak: it must not overwrite a quiet one."""
+    path = tmp_path / "peak.json"
+    assert throughput.store_peak(5e9, path)["flops"] == 5e9
+    assert throughput.store_peak(2e9, path)["flops"] == 5e9  # a loaded measurement: kept 5e9
+    assert throughput.resolve_peak(None, path)["flops"] == 5e9
+    assert throughput.store_peak(8e9, path)["flops"] == 8e9
+    assert throughput.store_peak(3e9, path, replace=True)["flops"] == 3e9  # the benchmark's
+    assert throughput.resolve_peak(None, path)["flops"] == 3e9
+
+
 def test_matmul_peak_is_a_flop_rate():
     assert 1e6 < throughput.measure_matmul_flops(n=128, repeats=2) < 1e16
 

@@ -133,6 +133,9 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
         ctx.log_metrics(result.step, {"val_loss_full": summary["val_loss_full"]})
     if study.save_params and ctx.is_writer:
         save_for_sampling(ctx.dir, params, mcfg, corpus)
+    if cfg.logger.kind == "wandb" and ctx.is_writer:
+        # The figures exist only if drawn now: the wandb mirror uploads figures/ when it closes.
+        plot([ctx.dir], ctx.figure_dir())
     return summary
 
 
