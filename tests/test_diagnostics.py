@@ -52,6 +52,32 @@ def test_layer_spectra_matches_float64_svd():
     np.testing.assert_allclose(out["ratio"], nr / 2.5, rtol=1e-4)
 
 
+def test_layer_spectra_of_many_layers_matches_each_layer_alone():
+    """Same-shaped layers are summarised together: each row must still be its own matrix's,
+    with its own key (fold_in(key, index in sorted names)), whatever the mix of shapes."""
+    shapes = {"b": (20, 12), "a": (20, 12), "c": (12, 20), "d": (20, 12)}
+    w, g, u = ({n: _low_rank_plus_noise(*sh, r) for n, sh in shapes.items()} for r in (2, 5, 1))
+    st = {n: np.float32(1.5 + i) for i, n in enumerate(shapes)}
+    f32 = lambda tree: {n: jnp.asarray(x, jnp.float32) for n, x in tree.items()}  # noqa: E731
+    key = jax.random.PRNGKey(3)
+    out = diagnostics.layer_spectra(f32(w), f32(g), f32(u), st, key=key, top_k=3)
+    assert list(out) == sorted(shapes)
+    for i, name in enumerate(sorted(shapes)):
+        k_w, k_u = jax.random.split(jax.random.fold_in(key, i))
+        alone_w = diagnostics.matrix_summary(jnp.asarray(w[name], jnp.float32), top_k=3, key=k_w)
+        alone_u = diagnostics.matrix_summary(jnp.asarray(u[name], jnp.float32), top_k=3, key=k_u)
+        for s_name, v in alone_w.items():
+            np.testing.assert_allclose(out[name][f"weight_{s_name}"], v, rtol=1e-5, err_msg=name)
+        for s_name, v in alone_u.items():
+            np.testing.assert_allclose(out[name][f"update_{s_name}"], v, rtol=1e-5, err_msg=name)
+        sg = np.linalg.svd(g[name], compute_uv=False)
+        nr = sg.sum() ** 2 / (sg**2).sum()
+        np.testing.assert_allclose(out[name]["grad_nuclear_rank"], nr, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(out[name]["grad_frobenius_norm"], np.linalg.norm(g[name]),
+                                   rtol=1e-5, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(out[name]["ratio"], nr / st[name], rtol=1e-4, err_msg=name)
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="num_classes"):
         diagnostics.indicator_stable_rank(jnp.zeros(3, jnp.int32), 0)

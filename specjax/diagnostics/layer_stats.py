@@ -78,11 +78,11 @@ def matrix_summary(x: jax.Array, *, top_k: int, key: jax.Array) -> dict[str, jax
 
 
 def gradient_summary(g: jax.Array) -> dict[str, jax.Array]:
-    """Nuclear rank (exact SVD), spectral and Frobenius norms of a gradient matrix."""
+    """Nuclear rank (exact SVD) and Frobenius norm of a gradient matrix (or a stack (..., m, n))."""
     g = jnp.asarray(g, jnp.float32)
     return {
         "nuclear_rank": nuclear_rank(g),
-        "frobenius_norm": jnp.sqrt(jnp.sum(jnp.square(g))),
+        "frobenius_norm": jnp.sqrt(jnp.sum(jnp.square(g), axis=(-2, -1))),
     }
 
 
@@ -101,23 +101,37 @@ def layer_spectra(
     `grad_frobenius_norm`, `act_stable_rank` (from `feeding_stable_ranks`, if present) and
     `ratio` = nr(G) / st(A). `weights`, `grads`, `updates` share keys; each value is 2-D.
     """
-    out: dict[str, dict[str, jax.Array]] = {}
-    for i, name in enumerate(sorted(weights)):
+    names = sorted(weights)
+    for name in names:
         w = weights[name]
         if w.ndim != 2 or grads[name].shape != w.shape:
             raise ValueError(
                 f"weight {name!r} must be a matrix with a gradient of equal shape, got "
                 f"{w.shape} and {grads[name].shape}"
             )
-        k_w, k_u = jax.random.split(jax.random.fold_in(key, i))
-        stats = {f"weight_{s}": v for s, v in matrix_summary(w, top_k=top_k, key=k_w).items()}
+    # Same-shaped matrices are summarised by one vmapped computation rather than one traced
+    # copy per matrix: the compiled program (and its compile time) then grows with the number
+    # of distinct shapes, not of layers. Keys stay per matrix: fold_in(key, index in `names`).
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, name in enumerate(names):
+        by_shape.setdefault(tuple(weights[name].shape), []).append(i)
+    summarise = jax.vmap(lambda x, k: matrix_summary(x, top_k=top_k, key=k))
+    out: dict[str, dict[str, jax.Array]] = {}
+    for indices in by_shape.values():
+        group = [names[i] for i in indices]
+        keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i)))(
+            jnp.asarray(indices)
+        )
+        stacked = {"weight": summarise(jnp.stack([weights[n] for n in group]), keys[:, 0])}
         if updates is not None:
-            summary = matrix_summary(updates[name], top_k=top_k, key=k_u)
-            stats.update({f"update_{s}": v for s, v in summary.items()})
-        stats.update({f"grad_{s}": v for s, v in gradient_summary(grads[name]).items()})
-        if name in feeding_stable_ranks:
-            st = jnp.asarray(feeding_stable_ranks[name], jnp.float32)
-            stats["act_stable_rank"] = st
-            stats["ratio"] = stats["grad_nuclear_rank"] / st
-        out[name] = stats
-    return out
+            stacked["update"] = summarise(jnp.stack([updates[n] for n in group]), keys[:, 1])
+        stacked["grad"] = gradient_summary(jnp.stack([grads[n] for n in group]))
+        for j, name in enumerate(group):
+            stats = {f"{kind}_{s}": v[j] for kind, summary in stacked.items()
+                     for s, v in summary.items()}  # fmt: skip
+            if name in feeding_stable_ranks:
+                st = jnp.asarray(feeding_stable_ranks[name], jnp.float32)
+                stats["act_stable_rank"] = st
+                stats["ratio"] = stats["grad_nuclear_rank"] / st
+            out[name] = stats
+    return {name: out[name] for name in names}
