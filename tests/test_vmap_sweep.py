@@ -106,6 +106,22 @@ def test_other_studies_are_refused(tmp_path):
         execute_sweep(cfg, tmp_path, [], {"seed": [0, 1]})
 
 
+def test_a_sweep_uses_the_configured_compilation_cache(tmp_path):
+    """The sweep's entry path sets up the process like a single run: the cache is configured
+    before the study is even looked up (here a refused study, so nothing compiles)."""
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    cache = tmp_path / "cache"
+    cfg = compose(["+exp=quickstart", f"trainer.compilation_cache_dir={cache}"])
+    try:
+        with pytest.raises(ValueError, match="cannot run a vmapped sweep"):
+            execute_sweep(cfg, tmp_path / "run", [], {"seed": [0, 1]})
+        assert jax.config.jax_compilation_cache_dir == str(cache)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
 # --- training ------------------------------------------------------------------------------------
 def test_members_equal_separate_runs_and_a_dead_member_does_not_stop_the_others(tmp_path):
     """Seeds and learning rates pair up as in the grid; lr=1e30 members go non-finite alone."""

@@ -49,16 +49,22 @@ def check_processes_agree(cfg: RunConfig) -> None:
                          "command and checkout")  # fmt: skip
 
 
-def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str],
-            run_study: StudyRun, job: int | None = None) -> dict:  # fmt: skip
-    """Run `run_study(cfg, ctx)` in `run_dir` (or `cfg.output_dir`); `job` is the job number in
-    a sweep (None otherwise). Returns the study's summary dict."""
+def prepare_process(cfg: RunConfig) -> dict:
+    """Quiet library logs and point JAX's compilation cache at `trainer.compilation_cache_dir`
+    (before anything compiles); returns the cache's record entry. Every entry path calls it."""
     # Hydra sets the root logger to INFO; orbax / absl would then log every checkpoint file.
     for name in ("absl", "jax._src.xla_bridge", "orbax"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.raiseExceptions = False  # a library's malformed log call must not print tracebacks
+    return compile_cache.configure(cfg.trainer.compilation_cache_dir)
+
+
+def execute(cfg: RunConfig, run_dir: str | pathlib.Path, overrides: Sequence[str],
+            run_study: StudyRun, job: int | None = None) -> dict:  # fmt: skip
+    """Run `run_study(cfg, ctx)` in `run_dir` (or `cfg.output_dir`); `job` is the job number in
+    a sweep (None otherwise). Returns the study's summary dict."""
     gpus.pin_gpus(job, cfg.trainer.gpus_per_job)  # before JAX's backend starts
-    cache = compile_cache.configure(cfg.trainer.compilation_cache_dir)  # before any compile
+    cache = prepare_process(cfg)
     maybe_initialize_distributed(cfg.trainer.distributed)
     check_processes_agree(cfg)
     location = rundir.run_location(cfg.output_dir, run_dir, job)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import pathlib
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from experiments import rundir, sweep_grid
 from experiments.config import RunConfig
 from experiments.runtime import provenance
+from experiments.runtime.launch import prepare_process
 from experiments.runtime.mesh import make_data_mesh
 from experiments.runtime.progress import Progress
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
@@ -213,8 +213,7 @@ def execute_sweep(cfg: RunConfig, run_dir, overrides: Sequence[str], grid: dict)
 
     Raises `MembersFailed` (exit 1) after finishing when some members went non-finite.
     """
-    for name in ("absl", "jax._src.xla_bridge", "orbax"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    prepare_process(cfg)  # the same logging and compilation cache as a single run
     module = sweep_module(cfg.study.name)
     if cfg.logger.kind != "local":
         raise ValueError("a vmapped sweep writes local files only; use logger=local")
