@@ -141,6 +141,20 @@ def test_members_equal_separate_runs_and_a_dead_member_does_not_stop_the_others(
     assert parent["completed"] == 4 and len(parent["members"]) == 6
 
 
+def test_gated_lr_and_spectral_scale_members_equal_separate_runs(tmp_path):
+    """The gated optimizer's update needs st(A): the traceability check must pass it too, or
+    every gated key is wrongly refused as untraceable (the bug this test was written for)."""
+    gated = ["+exp=nanogpt_gated", *TINY[1:]]
+    grid = {"optim.lr": [3e-3], "optim.spectral_scale": [0.5, 2.0]}
+    execute_sweep(compose(gated), tmp_path / "sweep", gated, grid)
+    run_experiment(tmp_path / "single", [*gated, "optim.lr=3e-3", "optim.spectral_scale=2.0"])
+    assert_same_metrics(tmp_path / "sweep" / "runs" / "1", tmp_path / "single")
+    def losses(run_dir):
+        return [row["loss"] for row in metric_lines(run_dir) if "loss" in row]
+
+    assert losses(tmp_path / "sweep" / "runs" / "0")[-1] != losses(tmp_path / "single")[-1]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_is_bitwise_with_spectra(tmp_path):
     grid = {"seed": [0, 1], "optim.momentum": [0.9, 0.95]}

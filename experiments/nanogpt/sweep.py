@@ -67,12 +67,16 @@ def check_sweep(configs: Sequence[RunConfig], grid: dict) -> None:
     T = gpt.config.context_length
     params = jax.eval_shape(lambda: gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32)))
     params = params["params"]
+    extra = {}
+    if base.optim.needs_activation_stable_ranks:  # the gated optimizer: st(A) per hidden block
+        act_st = {act: jnp.ones(()) for act in layers.feeds(gpt.config).values()}
+        extra["activation_stable_ranks"] = layers.stable_rank_tree(params, act_st, gpt.config)
     for key, column in values.items():
 
         def update(value, key=key):
             tx = traced_transform(base.optim, {key: value}, base.trainer.max_steps)
             zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, p.dtype), params)
-            return tx.update(zeros, tx.init(zeros), zeros)
+            return tx.update(zeros, tx.init(zeros), zeros, **extra)
 
         try:
             jax.eval_shape(update, jax.ShapeDtypeStruct((), column.dtype))
