@@ -95,3 +95,42 @@ def test_gate_check_needs_the_gated_optimizer():
         gate_check.gated_state(AdamWConfig(name="adamw").build(10).init(params))
     with pytest.raises(ValueError, match="gated_spectral"):
         gate_check.gated_state(optax.sgd(0.1).init(params))
+
+
+# --- a vmapped sweep of the gated optimizer: each member's gate check in its own run dir -------
+SWEEP_TINY = [
+    "+exp=nanogpt_gated", "trainer.progress=off", "data=stdlib_source", "model.num_layers=1",
+    "model.width=16", "model.num_heads=2", "model.context_length=8", "study.batch_size=4",
+    "study.eval_batches=2", "study.full_eval_windows=2048", "trainer.max_steps=4",
+    "optim.warmup_steps=1", "trainer.eval_every=2", "trainer.spectra_every=2",
+    "trainer.ckpt_every=0", "trainer.log_every=1", "trainer.async_checkpointing=false",
+]  # fmt: skip
+
+
+@pytest.mark.slow  # ~40 s on a quiet 2-core CPU (a 2-member gated sweep and a separate run)
+def test_sweep_members_write_the_gate_check_of_a_separate_run(tmp_path):
+    """`sweep.seed=[0,1]` with the gated optimizer: member 1's tables/gate_check.parquet and
+    gate metrics equal those of a separate seed=1 run (the sweep once wrote none)."""
+    from experiments import rundir
+    from experiments.config import compose
+    from experiments.runtime.vmap_sweep import execute_sweep
+    from tests._runs import run_experiment
+
+    execute_sweep(compose(SWEEP_TINY), tmp_path / "sweep", SWEEP_TINY, {"seed": [0, 1]})
+    run_experiment(tmp_path / "single", [*SWEEP_TINY, "seed=1"])
+    tables = [rundir.read_table(tmp_path / d, gate_check.TABLE)
+              for d in ("sweep/runs/0", "sweep/runs/1", "single")]  # fmt: skip
+    member0, member, single = (t.sort_values(["step", "block"], ignore_index=True) for t in tables)
+    assert list(member.columns) == list(single.columns)
+    assert list(member["step"].unique()) == [0, 2, 4] and len(member) == len(single) == 3 * 4
+    assert (member[["step", "block"]] == single[["step", "block"]]).all(axis=None)
+    for column in ("took_spectral", "nr_U", "st_A"):
+        np.testing.assert_allclose(member[column], single[column], rtol=1e-4, err_msg=column)
+    # Δ is a difference of two float32 losses near 4.6, whose spacing is 4.8e-7.
+    for column in ("delta_spectral", "delta_euclidean"):
+        np.testing.assert_allclose(member[column], single[column], atol=2e-6, err_msg=column)
+    assert not np.allclose(member0["nr_U"], member["nr_U"])  # seed 0 is another run
+    metrics = [rundir.read_metrics(tmp_path / d).set_index("step")
+               for d in ("sweep/runs/1", "single")]  # fmt: skip
+    for column in ("gate_spectral_fraction", "gate_agreement"):
+        np.testing.assert_allclose(metrics[0][column], metrics[1][column], err_msg=column)

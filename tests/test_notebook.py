@@ -56,9 +56,14 @@ def test_notebook_finds_the_runs_in_outputs_and_multirun(tmp_path, monkeypatch):
         run_experiment(tmp_path / place, [f"+exp={name}", "trainer.progress=off", *TINY, *extra])
     outputs, text = execute_notebook(tmp_path, monkeypatch)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7  # sections 1-5, plus an ESD and an α figure for the muon run
+    # sections 1-5, an ESD and an α figure for the muon run, 7 (saying there is no gated run)
+    # and 8 (AdamW and Muon(all), one seed each, the other variants marked "not run")
+    assert len(images) >= 9
     assert "2 runs: ['adamw', 'muon']" in text
     assert "1 of 2 runs logged full spectra" in text
+    assert "0 of 2 runs have a gate check" in text
+    tables = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "AdamW" in tables and "Muon: all hidden" in tables and "gain_share" in tables
 
 
 def test_notebook_without_runs_says_which_command_makes_them(tmp_path, monkeypatch):

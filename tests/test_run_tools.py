@@ -207,7 +207,7 @@ def test_spectra_figures_are_small_multiples_with_a_line_per_layer(
 def test_plot_cli_writes_every_nanogpt_figure(tiny_run, tmp_path):
     paths = plot_cli.plot_runs([tiny_run[0]], tmp_path)
     names = ("loss", "activation_stable_rank", "gradient_nuclear_rank", "ratio_heatmap",
-             "weight_spectral_norm")  # fmt: skip
+             "weight_spectral_norm", "gate_choices", "muon_ablation")  # fmt: skip
     assert sorted(p.name for p in paths) == sorted(f"nanogpt_{n}.png" for n in names)
     assert all(p.stat().st_size > 1000 for p in paths)
 

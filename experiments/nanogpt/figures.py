@@ -1,7 +1,10 @@
 """Figures of the NanoGPT study from run directories (read with `experiments.rundir.load_run`).
 
-Each function takes the stacked `metrics` or `spectra` DataFrame (a `run` column, and the
-optimizer name in `optim`) and returns a matplotlib Figure; `plot_runs` writes them all.
+Each function takes the stacked `metrics` or `spectra` DataFrame (a `run` column, and in `optim`
+the label of the run's optimizer setting, `run_groups`: seeds of one setting share it) and
+returns a matplotlib Figure; `load_frames` builds the frames, `plot_runs` writes every figure,
+those of `gate_figures` (the gated optimizer's choices) and `ablation_figures` (the Muon
+ablation) included.
 Spectra over training are small multiples: a row of panels per optimizer, a panel per layer
 type (`layer_type`: embeddings, attn/qkv, attn/proj, mlp/fc, mlp/proj, ... and the matrices
 feeding them), a line per layer coloured by depth, the legend under the panel.
@@ -11,11 +14,14 @@ feeding them), a line per layer coloured by depth, the legend under the panel.
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+
+from experiments.nanogpt.run_groups import group_labels, repeated_runs
 
 DEFAULT_RUN_ROOTS = ("outputs", "multirun")  # where `experiments.run` writes runs and sweeps
 MAKE_RUNS = (
@@ -65,8 +71,10 @@ def no_runs_message(roots) -> str:
 
 
 def with_optimizer(df: pd.DataFrame, configs: dict) -> pd.DataFrame:
-    """Add an `optim` column from each run's resolved config."""
-    return df.assign(optim=df["run"].map(lambda r: configs[r]["optim"]["name"]))
+    """Add an `optim` column: each run's optimizer setting (`run_groups.group_labels`), so runs
+    that differ only in their seed share it, and two learning rates of one optimizer do not."""
+    labels = group_labels(configs)
+    return df.assign(optim=df["run"].map(labels))
 
 
 LOSS_LABEL = "cross-entropy (nats / character)"
@@ -131,22 +139,33 @@ def _legend_below(ax, ncol: int) -> None:
               frameon=False)  # fmt: skip
 
 
+def loss_bands(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per (optimizer setting, step): mean, sd (ddof 1; NaN for one seed), min, max of `column`
+    over the setting's runs and `seeds`, how many runs logged it."""
+    rows = metrics.dropna(subset=[column])
+    stats = rows.groupby(["optim", "step"])[column].agg(["mean", "std", "min", "max", "count"])
+    return stats.rename(columns={"std": "sd", "count": "seeds"}).reset_index()
+
+
 def loss_curves(metrics: pd.DataFrame):
-    """Train loss (per step) and val loss (eval steps): mean over seeds, min–max band."""
+    """Train loss (per step) and val loss (eval steps) per optimizer setting: mean over seeds,
+    min–max band (`loss_bands`)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for ax, column in zip(axes, ("loss", "val_loss"), strict=True):
-        rows = metrics.dropna(subset=[column])
-        for i, (optim, group) in enumerate(rows.groupby("optim")):
-            stats = group.groupby("step")[column].agg(["mean", "min", "max", "count"])
-            seeds = int(stats["count"].max())
+        bands = loss_bands(metrics, column)
+        for i, (optim, band) in enumerate(bands.groupby("optim")):
+            seeds = int(band["seeds"].max())
             colour = f"C{i % 10}"
-            ax.plot(stats.index, stats["mean"], color=colour, label=f"{optim} ({seeds} seeds)")
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.25)
+            label = f"{optim} ({seeds} seed{'s' if seeds > 1 else ''})"
+            ax.plot(band["step"], band["mean"], color=colour, label=label)
+            ax.fill_between(band["step"], band["min"], band["max"], color=colour, alpha=0.25)
+        if bands.empty:
+            ax.text(0.5, 0.5, f"no {column} logged", ha="center", transform=ax.transAxes)
         ax.set_xlabel("training step")
         ax.set_ylabel(LOSS_LABEL)
-        _legend_below(ax, ncol=3)
+        _legend_below(ax, ncol=2)
     axes[0].set_title("training loss (mean, min–max over seeds)")
-    axes[1].set_title("validation loss on the fixed batches")
+    axes[1].set_title("validation loss on the fixed batches (mean, min–max)")
     return fig
 
 
@@ -243,17 +262,33 @@ def weight_spectral_norms(spectra: pd.DataFrame):
     return fig
 
 
-def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
+def load_frames(run_dirs):
+    """(runs, metrics, spectra, configs) of nanogpt run directories, `metrics` and `spectra`
+    stacked with `run` and `optim` (the setting's label) columns. A run repeating another's
+    setting and seed (`run_groups.repeated_runs`) is left out, and named on stderr."""
     from experiments.rundir import load_run
 
     runs = [load_run(d) for d in run_dirs]
+    repeats = set(repeated_runs({str(r.path): r.config for r in runs}))
+    if repeats:
+        print(f"note: left out {len(repeats)} run(s) repeating another run's config and seed: "
+              f"{sorted(repeats)}", file=sys.stderr)  # fmt: skip
+    runs = [r for r in runs if str(r.path) not in repeats]
     configs = {str(r.path): r.config for r in runs}
-    metrics = with_optimizer(
-        pd.concat([r.metrics.assign(run=str(r.path)) for r in runs], ignore_index=True), configs
-    )
-    spectra = with_optimizer(
-        pd.concat([r.spectra.assign(run=str(r.path)) for r in runs], ignore_index=True), configs
-    )
+
+    def stack(frames):
+        frames = [f.assign(run=str(r.path)) for r, f in zip(runs, frames, strict=True) if len(f)]
+        empty = pd.DataFrame({"run": pd.Series([], dtype=str)})
+        return with_optimizer(pd.concat(frames, ignore_index=True) if frames else empty, configs)
+
+    return runs, stack([r.metrics for r in runs]), stack([r.spectra for r in runs]), configs
+
+
+def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    from experiments.nanogpt import ablation_figures, gate_figures
+
+    runs, metrics, spectra, configs = load_frames(run_dirs)
+    gates = gate_figures.gate_rows(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
         "nanogpt_loss": loss_curves(metrics),
@@ -261,6 +296,8 @@ def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathl
         "nanogpt_gradient_nuclear_rank": gradient_nuclear_ranks(spectra),
         "nanogpt_ratio_heatmap": ratio_heatmap(spectra),
         "nanogpt_weight_spectral_norm": weight_spectral_norms(spectra),
+        "nanogpt_gate_choices": gate_figures.gate_choice_heatmap(gates),
+        "nanogpt_muon_ablation": ablation_figures.ablation_figure(metrics, spectra, configs),
     }
     paths = [out_dir / f"{name}.png" for name in figures]
     for path, fig in zip(paths, figures.values(), strict=True):

@@ -43,48 +43,49 @@ def gated_state(opt_state) -> so.GatedSpectralState:
     return found[0]
 
 
-def make_candidate_losses(model: GPT, tx, dropout_key: jax.Array) -> Callable:
-    """jitted `(state, batch) -> {path: (Δ_spectral, Δ_euclidean, took, nr, st)}` per block."""
+def candidate_losses(model: GPT, tx, dropout_key: jax.Array, state, batch) -> dict:
+    """`{path: (Δ_spectral, Δ_euclidean, took, nr, st)}` per gated block. Traceable, so a
+    vmapped sweep can call it with a member's traced hyper-parameters inside `tx`."""
 
     def loss_at(params, x_BxT, y_BxT):
         return step_lib.cross_entropy(model.apply({"params": params}, x_BxT, True), y_BxT)
 
-    @jax.jit
-    def candidate_losses(state, batch):
-        x_BxT, y_BxT = batch
-        params, opt_state = state["params"], state["opt_state"]
-        _, grads, extra, _ = step_lib.grads_and_extras(
-            model, True, params, x_BxT, y_BxT, dropout_key, capture=False
-        )
-        _, gate = tx.update(grads, opt_state, params, **extra)
-        u_spec, _ = tx.update(grads, opt_state, params, **extra, force_step="spectral")
-        u_euc, _ = tx.update(grads, opt_state, params, **extra, force_step="euclidean")
-        gs = gated_state(gate)
-        paths = sorted(gs.took_spectral)
-        n = len(paths)
-        index = {p: j for j, p in enumerate(paths)}
+    x_BxT, y_BxT = batch
+    params, opt_state = state["params"], state["opt_state"]
+    _, grads, extra, _ = step_lib.grads_and_extras(
+        model, True, params, x_BxT, y_BxT, dropout_key, capture=False
+    )
+    _, gate = tx.update(grads, opt_state, params, **extra)
+    u_spec, _ = tx.update(grads, opt_state, params, **extra, force_step="spectral")
+    u_euc, _ = tx.update(grads, opt_state, params, **extra, force_step="euclidean")
+    gs = gated_state(gate)
+    paths = sorted(gs.took_spectral)
+    n = len(paths)
+    index = {p: j for j, p in enumerate(paths)}
 
-        def loss_with(k):
-            # candidate k: block k % n moved by the spectral (k < n) or the Euclidean step
-            def move(path, x, us, ue):
-                j = index.get(path_str(path))
-                if j is None:
-                    return x
-                d = jnp.where(k < n, us, ue)
-                return x + jnp.where(k % n == j, 1.0, 0.0).astype(x.dtype) * d
+    def loss_with(k):
+        # candidate k: block k % n moved by the spectral (k < n) or the Euclidean step
+        def move(path, x, us, ue):
+            j = index.get(path_str(path))
+            if j is None:
+                return x
+            d = jnp.where(k < n, us, ue)
+            return x + jnp.where(k % n == j, 1.0, 0.0).astype(x.dtype) * d
 
-            moved = jax.tree_util.tree_map_with_path(move, params, u_spec, u_euc)
-            return loss_at(moved, x_BxT, y_BxT)
+        moved = jax.tree_util.tree_map_with_path(move, params, u_spec, u_euc)
+        return loss_at(moved, x_BxT, y_BxT)
 
-        base = loss_at(params, x_BxT, y_BxT)
-        deltas = jax.lax.map(loss_with, jnp.arange(2 * n)) - base
-        return {
-            p: (deltas[j], deltas[n + j], gs.took_spectral[p], gs.nuclear_rank[p],
-                gs.stable_rank[p])
-            for j, p in enumerate(paths)
-        }  # fmt: skip
+    base = loss_at(params, x_BxT, y_BxT)
+    deltas = jax.lax.map(loss_with, jnp.arange(2 * n)) - base
+    return {
+        p: (deltas[j], deltas[n + j], gs.took_spectral[p], gs.nuclear_rank[p], gs.stable_rank[p])
+        for j, p in enumerate(paths)
+    }
 
-    return candidate_losses
+
+def make_candidate_losses(model: GPT, tx, dropout_key: jax.Array) -> Callable:
+    """jitted `(state, batch) -> {path: (Δ_spectral, Δ_euclidean, took, nr, st)}` per block."""
+    return jax.jit(lambda state, batch: candidate_losses(model, tx, dropout_key, state, batch))
 
 
 def to_rows(step: int, per_block) -> tuple[list[dict], dict[str, float]]:

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from experiments import rundir
 from experiments.config import RunConfig
 from experiments.nanogpt import data as data_lib
+from experiments.nanogpt import gate_check as gate_check_lib
 from experiments.nanogpt import layers
 from experiments.nanogpt import step as step_lib
 from experiments.nanogpt.model import GPT
@@ -86,6 +87,15 @@ def check_sweep(configs: Sequence[RunConfig], grid: dict) -> None:
                 "(a loop count, a branch or a schedule boundary), so it cannot be vmapped; "
                 + use_multirun_hint(f"optim.{key}", grid[f"optim.{key}"])
             ) from None
+
+
+def log_gate_check(ctx: SweepContext, member: int, step: int, per_block) -> None:
+    """Member `member`'s gate-check rows and summary metrics, into its own run directory."""
+    rows, summary = gate_check_lib.to_rows(step, per_block)
+    if ctx.is_writer:
+        run_dir = ctx.members[member].dir
+        rundir.append_table(run_dir, gate_check_lib.TABLE, rows)
+        rundir.append_metrics(run_dir, step, summary)
 
 
 def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | None]:
@@ -169,6 +179,13 @@ def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | No
     spectra_member = jax.jit(spectra_one)
     widths = layers.activation_widths(mcfg, T)
 
+    def gate_check_one(run, batch, key, hp):
+        tx = traced_transform(base.optim, hp, total)
+        return gate_check_lib.candidate_losses(gpt, tx, key, run, batch)
+
+    # The gated optimizer: each member's gate check, as a separate run does it (`study.nanogpt`).
+    gate_check_member = jax.jit(gate_check_one) if needs_st else None
+
     def spectra(state, k):
         batches, live = batch_all(data_keys, k), np.asarray(state["live"])
         rows = {}
@@ -176,6 +193,9 @@ def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | No
             member = jax.tree_util.tree_map(lambda a, r=r: a[r], (state["runs"], batches, hyper))
             run, batch, hp = member
             stats, act_st = spectra_member(run, batch, spectra_keys[r], hp)
+            if gate_check_member is not None:
+                per_block = gate_check_member(run, batch, dropout_keys[r], hp)
+                log_gate_check(ctx, r, k, per_block)
             rows[r] = layers.to_rows(stats, act_st, widths, mcfg)
         return rows
 

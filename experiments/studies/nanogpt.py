@@ -165,7 +165,8 @@ def load_for_sampling(run_dir: str | pathlib.Path):
 
 
 def plot(run_dirs, out_dir) -> list[pathlib.Path]:
-    """Loss curves per optimizer and st(A) / nr(G) per layer over training."""
+    """Loss curves per optimizer setting (mean, min–max over seeds), st(A) / nr(G) per layer
+    over training, the gated optimizer's choices per block and the Muon ablation."""
     from experiments.nanogpt import figures
 
     return figures.plot_runs([pathlib.Path(d) for d in run_dirs], pathlib.Path(out_dir))

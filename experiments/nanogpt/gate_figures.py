@@ -1,0 +1,94 @@
+"""Which blocks took spectral steps over training: the gated optimizer's choices as heat maps.
+
+Source: `tables/gate_check.parquet` of gated runs (`experiments.nanogpt.gate_check`, one row
+per hidden block at each spectra step, in single runs and in each member of a vmapped sweep).
+Per optimizer setting (`run_groups`), two block × step matrices:
+
+    took spectral:  fraction of the setting's seeds whose gate took the spectral step
+    log10 nr(U)/st(A):  mean over seeds; the gate takes the spectral step where it is ≥ 0
+
+The rows are only as dense as the spectra steps (`trainer.spectra_every`, 250 by default).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from experiments.nanogpt.gate_check import TABLE
+from experiments.nanogpt.run_groups import group_labels
+
+NO_GATED_RUNS = (
+    "no gated runs among these runs (no tables/gate_check.parquet):\n"
+    "python -m experiments.run +exp=nanogpt_gated  (add trainer.spectra_every=50 for more steps)"
+)
+
+
+def gate_rows(runs) -> pd.DataFrame:
+    """The gate_check tables of `runs` (`rundir.Run`s) stacked, with `run` and `optim` (the
+    setting's label among all `runs`) columns; empty when no run has one."""
+    labels = group_labels({str(r.path): r.config for r in runs})
+    parts = [r.tables[TABLE].assign(run=str(r.path), optim=labels[str(r.path)])
+             for r in runs if len(r.tables.get(TABLE, ()))]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _block_key(block: str) -> tuple:
+    """`block_2/attn/qkv` → (2, "attn/qkv"): blocks by depth, then layer."""
+    head, _, rest = block.partition("/")
+    index = int(head[len("block_") :]) if head.startswith("block_") else -1
+    return (index, rest or head)
+
+
+def block_step_matrix(rows: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
+    """Blocks (rows, by depth) × steps (columns): the mean of `values` (aligned with `rows`)
+    over the runs; a run's duplicate rows of a step (a resumed run) count once."""
+    frame = rows[["run", "block", "step"]].assign(value=values.to_numpy())
+    per_run = frame.groupby(["run", "block", "step"])["value"].mean()
+    table = per_run.groupby(["block", "step"]).mean().unstack("step")
+    return table.loc[sorted(table.index, key=_block_key)].sort_index(axis=1)
+
+
+def took_spectral_matrix(rows: pd.DataFrame) -> pd.DataFrame:
+    """Fraction of seeds whose gate took the spectral step, block × step."""
+    return block_step_matrix(rows, rows["took_spectral"].astype(float))
+
+
+def log_ratio_matrix(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of log10 nr(U)/st(A), block × step (≥ 0: the gate goes spectral)."""
+    return block_step_matrix(rows, np.log10(rows["nr_U"] / rows["st_A"]))
+
+
+def _heatmap(fig, ax, table: pd.DataFrame, title: str, label: str, **style) -> None:
+    image = ax.imshow(table.to_numpy(float), aspect="auto", interpolation="nearest", **style)
+    blocks = [block.removesuffix("/kernel") for block in table.index]  # the matrix, by layer
+    ax.set_yticks(range(len(blocks)), blocks, fontsize=6)
+    ax.set_xticks(range(len(table.columns)), table.columns, fontsize=6, rotation=90)
+    ax.set_xlabel("training step (spectra steps)")
+    ax.set_ylabel("block")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label=label)
+
+
+def gate_choice_heatmap(rows: pd.DataFrame):
+    """A row of two heat maps per gated setting: took spectral, and log10 nr(U)/st(A)."""
+    settings = list(rows.groupby("optim")) if len(rows) else []
+    if not settings:
+        fig, ax = plt.subplots(figsize=(7, 2.5), layout="constrained")
+        ax.text(0.5, 0.5, NO_GATED_RUNS, ha="center", va="center", fontsize=9)
+        ax.set_axis_off()
+        return fig
+    fig, axes = plt.subplots(len(settings), 2, figsize=(11, 4.2 * len(settings)), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for (optim, group), (left, right) in zip(settings, axes, strict=True):
+        seeds = group["run"].nunique()
+        which = f"{optim}, {seeds} seed{'s' if seeds > 1 else ''}"
+        _heatmap(fig, left, took_spectral_matrix(group), f"took the spectral step ({which})",
+                 "fraction of seeds", cmap="Greys", vmin=0.0, vmax=1.0)  # fmt: skip
+        log_ratio = log_ratio_matrix(group)
+        bound = max(float(np.nanmax(np.abs(log_ratio.to_numpy(float)))), 1e-3)
+        _heatmap(fig, right, log_ratio, f"log10 nr(U)/st(A) ({which})",
+                 "log10 nr(U)/st(A); ≥ 0: spectral", cmap="RdBu_r", vmin=-bound,
+                 vmax=bound)  # fmt: skip
+    return fig
