@@ -17,14 +17,25 @@ import os
 import sys
 import traceback
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from experiments.runtime.lazy_imports import defer_heavy_imports
 
-from experiments import sweep, sweep_grid
-from experiments.config import CONFIG_DIR, register_configs, renamed_key_errors, to_run_config
-from experiments.rundir import SUMMARY_FILE, write_summary
+# First: composing the configs imports every study, and with them plotting and statistics
+# modules that a run needs only once training has begun (a second start stays within seconds).
+defer_heavy_imports()
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from experiments import sweep, sweep_grid  # noqa: E402
+from experiments.config import (  # noqa: E402
+    CONFIG_DIR,
+    register_configs,
+    renamed_key_errors,
+    to_run_config,
+)
+from experiments.rundir import SUMMARY_FILE, write_summary  # noqa: E402
 
 register_configs()
 

@@ -46,10 +46,13 @@ def test_sigterm_saves_then_resume_matches_uninterrupted(tmp_path):
     proc = launch(
         run_dir, "trainer.max_steps=100000", "trainer.log_every=5", "trainer.progress=plain"
     )
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (
-        not metrics.exists() or len(metrics.read_text().splitlines()) < 3
+    # Training has begun (signal handlers installed) once the record notes its start-up time.
+    record = run_dir / "record.json"
+    deadline = time.time() + 300  # generous: a loaded 2-core machine starts in minutes
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and (not record.exists() or "startup" not in record.read_text())
     ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)

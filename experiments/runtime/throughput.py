@@ -26,6 +26,17 @@ PEAK_FILE = "peak_flops.json"
 MATMUL_SIZE = 2048
 
 
+def seconds_since_process_start() -> float | None:
+    """Wall-clock seconds since this process started (Linux `/proc`); None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:  # field 22: start time in clock ticks after boot
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def measure_matmul_flops(n: int = MATMUL_SIZE, repeats: int = 3) -> float:
     """FLOP/s of the best of `repeats` float32 n×n matmuls on the default device (2·n³ each)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)

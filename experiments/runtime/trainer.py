@@ -9,7 +9,8 @@
   checkpoint at step k resumes exactly.
 - `evaluate(state) -> dict`: every `trainer.eval_every` steps and at the end.
 - `spectra(state, k) -> rows`: every `trainer.spectra_every` steps (0 = off), at step 0 of a
-  fresh run and at the end.
+  fresh run and at the end; step 0's while the first steps train
+  (`experiments.runtime.initial_spectra`), so they do not delay the start.
 
 Steps count updates, 1..max_steps. `trainer.steps_per_dispatch` steps run as one jitted
 `lax.scan` (`experiments.runtime.step_blocks`; 1 = one plain jitted step per dispatch); blocks end
@@ -17,16 +18,18 @@ early at every evaluation, checkpoint, spectra and stop step, so those cadences 
 block's metrics are fetched after the next block has been dispatched, so the host never waits
 on the device between evaluations. With `trainer.log_throughput` and a study that gives
 `tokens_per_step`, each logged row also gets `step_time_s` (device time per step of its block,
-compilation left out), `tokens_per_s` and, with `flops_per_step`, `mfu`. A non-finite loss raises
-`NonFiniteLossError` naming the first such step and the last good checkpoint; SIGTERM / SIGINT
-(checked once per block) or `trainer.stop_at_step` save a checkpoint and raise
-`TrainingInterrupted`.
+compilation left out), `tokens_per_s` and, with `flops_per_step`, `mfu`; `record.json` →
+"startup" → "first_step_s" is the seconds from process start to the first training dispatch.
+A non-finite loss raises `NonFiniteLossError` naming the first such step and the last good
+checkpoint; SIGTERM / SIGINT (checked once per block) or `trainer.stop_at_step` save a
+checkpoint and raise `TrainingInterrupted`.
 On resume the metrics and spectra logged after the restored step are dropped first, so an
 interrupted and resumed run writes the same files as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -42,6 +45,7 @@ import numpy as np
 from experiments import rundir
 from experiments.runtime import step_blocks, throughput
 from experiments.runtime.checkpoint import Checkpoints, abstract_with_sharding, restore_for_run
+from experiments.runtime.initial_spectra import InitialSpectra
 from experiments.runtime.mesh import (
     batch_sharded,
     check_batch_divisible,
@@ -181,6 +185,7 @@ def train(
     target = abstract_with_sharding(jax.eval_shape(init), state_sharding)
     ckpts = Checkpoints(ctx.dir / rundir.CHECKPOINT_DIR, keep=cfg.keep_ckpts,
                         async_save=cfg.async_checkpointing)  # fmt: skip
+    first: InitialSpectra | None = None  # step 0's spectra, while the first steps run
     try:
         restored = restore_for_run(ckpts, cfg.resume, target, seed=ctx.cfg.seed)
         start = 0 if restored is None else restored[1]
@@ -198,9 +203,10 @@ def train(
                 ctx.record_entry("throughput", {"peak_flops": peak,
                                                 "flops_per_step": float(flops_per_step),
                                                 "tokens_per_step": tokens_per_step})  # fmt: skip
+        init_state = jax.jit(init, out_shardings=state_sharding)
         if restored is None:
             ctx.truncate_after(-1)  # files of an earlier attempt with no usable checkpoint
-            state = jax.jit(init, out_shardings=state_sharding)()
+            state = init_state()
         else:
             state = restored[0]
             ctx.truncate_after(start)
@@ -226,8 +232,13 @@ def train(
                     progress.exclude(time.perf_counter() - began)
             return out
 
+        # Step 0's spectra are taken once training runs (`initial_spectra`), from a second
+        # initial state: the first is donated to the first block.
         if start == 0 and spectra_every:
-            ctx.log_spectra(0, call_once_timed("spectra", spectra, state, 0))
+            first = InitialSpectra(spectra, init_state(), ctx,
+                                   background=jax.process_count() == 1)  # fmt: skip
+            first_call["spectra"] = False  # its compile is timed (or overlapped) below
+        log_metrics = first.log_metrics if first is not None else ctx.log_metrics
 
         last_train: dict[str, Any] = {}
         last_eval: dict[str, Any] = {}
@@ -255,7 +266,7 @@ def train(
                 last_train = {**row, **timing}
                 loss = row.get(loss_key)
                 if not _is_finite(loss) or cfg.due(cfg.log_every, k):
-                    ctx.log_metrics(k, last_train)
+                    log_metrics(k, last_train)
                 if not _is_finite(loss):
                     progress.update(i + 1)
                     raise NonFiniteLossError(k, loss, loss_key, ckpts.last_saved())
@@ -280,20 +291,38 @@ def train(
             return state, _Block(k + 1, n, metrics, block_len > 1, began, not compiled)
 
         cadences = (cfg.eval_every, cfg.ckpt_every, spectra_every)
+
+        def reached_training(progress) -> None:
+            """The first block is running: note the start-up time, begin step 0's spectra."""
+            seconds = throughput.seconds_since_process_start()
+            if seconds is not None and hasattr(ctx, "record_entry"):
+                ctx.record_entry("startup", {"first_step_s": round(seconds, 3)})
+            if first is not None:
+                began = time.perf_counter()
+                first.start()
+                if first.done and hasattr(progress, "exclude"):  # computed here: not training
+                    progress.exclude(time.perf_counter() - began)
+
         with _StopSignals() as signals, ctx.progress(cfg.max_steps, "train", start) as progress:
             k = start
             while k < cfg.max_steps:
                 stop_step = step_blocks.next_stop(k, cfg.max_steps, cadences, [cfg.stop_at_step])
                 n = min(block_len, stop_step - k)
                 state, dispatched = dispatch(state, k, n, progress)
+                if k == start:
+                    reached_training(progress)
                 read_back(progress)  # the previous block's metrics, now that this one is queued
                 ckpts.check()  # a failed background save stops the run now, not at the end
                 in_flight, k = dispatched, k + n
+                if first is not None:
+                    first.poll()
                 signalled = _any_process(signals.signum is not None)  # a collective when multi-host
                 stop = signalled or k == cfg.stop_at_step
                 if not (stop or k == stop_step):
                     continue
                 read_back(progress)
+                if first is not None:  # step 0 is logged before anything of a later step
+                    first.settle()
                 if spectra_every and cfg.due(spectra_every, k):
                     ctx.log_spectra(k, call_once_timed("spectra", spectra, state, k,
                                                        progress=progress))  # fmt: skip
@@ -312,8 +341,15 @@ def train(
                     cause = "another process was signalled" if elsewhere else None
                     raise TrainingInterrupted(k, signals.signum, cause)
             read_back(progress)
+            if first is not None:
+                first.settle()
         if evaluate is not None and not last_eval:  # resumed at max_steps: nothing ran
             last_eval = _to_host(evaluate(state))
         return TrainResult(state=state, metrics={**last_train, **last_eval}, step=cfg.max_steps)
+    except BaseException:
+        if first is not None:  # log step 0 and the held rows before the error goes up
+            with contextlib.suppress(Exception):
+                first.settle()
+        raise
     finally:
         ckpts.close()
