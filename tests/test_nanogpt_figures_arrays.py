@@ -190,3 +190,34 @@ def test_block_group_ratios_are_medians_of_nr_over_st():
         expected = np.median(sel.grad_nuclear_rank.to_numpy() / sel.act_stable_rank.to_numpy())
         assert got.loc[group, "AdamW"] == pytest.approx(expected, rel=1e-12)
     assert got.loc["MLP out", "other"] != got.loc["MLP out", "AdamW"]
+
+
+def test_per_step_gate_metrics_become_the_same_block_by_step_rows():
+    """`step_rows` from metrics.jsonl columns `took_spectral/<block>`: each run's own values,
+    rows without the columns (eval rows) dropped, averaged over seeds like the gate_check rows."""
+    from types import SimpleNamespace
+
+    from experiments.nanogpt.step import GATE_PREFIX
+
+    rng = np.random.default_rng(2)
+    blocks = ["block_1/mlp/fc", "block_0/attn/qkv"]
+    config = {"optim": {"name": "gated_spectral", "lr": 4e-3}, "study": {"name": "nanogpt"}}
+    runs, raw = [], {}
+    for seed in (0, 1):
+        took = rng.integers(0, 2, size=(len(STEPS), len(blocks))).astype(float)
+        raw[seed] = took
+        frame = pd.DataFrame(took, columns=[GATE_PREFIX + b for b in blocks]).assign(step=STEPS)
+        evals = pd.DataFrame({"step": STEPS, "val_loss": 1.0})  # rows without gate columns
+        metrics = pd.concat([frame, evals], ignore_index=True)
+        runs.append(SimpleNamespace(path=f"/r{seed}", config={**config, "seed": seed},
+                                    metrics=metrics))  # fmt: skip
+    rows = gate_figures.step_rows(runs)
+    assert set(rows["optim"]) == {"gated_spectral"} and len(rows) == 2 * len(STEPS) * len(blocks)
+    took = gate_figures.took_spectral_matrix(rows)
+    assert list(took.index) == ["block_0/attn/qkv", "block_1/mlp/fc"]
+    expected = (raw[0] + raw[1]).T[::-1] / 2  # blocks × steps, block_0 first
+    np.testing.assert_allclose(took.to_numpy(), expected)
+    assert gate_figures.step_rows(
+        [SimpleNamespace(path="/a", config=config, metrics=pd.DataFrame({"step": [1]}))]
+    ).empty
+    gate_figures.gate_choice_heatmap(gate_frame(rng), rows.assign(optim="gated_spectral"))

@@ -134,3 +134,30 @@ def test_sweep_members_write_the_gate_check_of_a_separate_run(tmp_path):
                for d in ("sweep/runs/1", "single")]  # fmt: skip
     for column in ("gate_spectral_fraction", "gate_agreement"):
         np.testing.assert_allclose(metrics[0][column], metrics[1][column], err_msg=column)
+
+
+def test_train_step_logs_the_choice_of_this_update_per_block():
+    """Reference: the gate decision nr(U) >= st(A) recomputed from the state the update wrote,
+    and an independent `tx.update` on the same gradients (the logged choice must be this
+    update's, not the previous state's, and each block's value its own)."""
+    model, tx, key, state, batch = _setup()
+    train_step = jax.jit(step_lib.make_train_step(model, tx, key, True))
+    x, y = batch
+    for _ in range(3):  # step 0's state holds no decision yet; later ones hold the previous one
+        _, grads, extra, _ = step_lib.grads_and_extras(model, True, state["params"], x, y,
+                                                       jax.random.fold_in(key, state["step"]),
+                                                       capture=False)  # fmt: skip
+        _, expected_state = tx.update(grads, state["opt_state"], state["params"], **extra)
+        expected = gate_check.gated_state(expected_state)
+        state, metrics = train_step(state, batch)
+        logged = {k.removeprefix(step_lib.GATE_PREFIX): float(v) for k, v in metrics.items()
+                  if k.startswith(step_lib.GATE_PREFIX)}  # fmt: skip
+        assert sorted(logged) == sorted(expected.took_spectral) and len(logged) == 8
+        for path, took in expected.took_spectral.items():
+            decision = float(expected.nuclear_rank[path] >= expected.stable_rank[path])
+            assert logged[path] == float(took) == decision, path
+        assert float(metrics["spectral_fraction"]) == pytest.approx(np.mean(list(logged.values())))
+    plain = AdamWConfig(name="adamw", lr=1e-3).build(10)
+    adam_step = step_lib.make_train_step(model, plain, key, False)
+    _, metrics = adam_step(step_lib.init_state(model, plain, key), batch)
+    assert set(metrics) == {"loss", "grad_norm"}  # no gate, no gate metrics

@@ -296,7 +296,9 @@ def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathl
         "nanogpt_gradient_nuclear_rank": gradient_nuclear_ranks(spectra),
         "nanogpt_ratio_heatmap": ratio_heatmap(spectra),
         "nanogpt_weight_spectral_norm": weight_spectral_norms(spectra),
-        "nanogpt_gate_choices": gate_figures.gate_choice_heatmap(gates),
+        "nanogpt_gate_choices": gate_figures.gate_choice_heatmap(
+            gates, gate_figures.step_rows(runs)
+        ),
         "nanogpt_muon_ablation": ablation_figures.ablation_figure(metrics, spectra, configs),
     }
     paths = [out_dir / f"{name}.png" for name in figures]

@@ -7,7 +7,9 @@ Per optimizer setting (`run_groups`), two block × step matrices:
     took spectral:  fraction of the setting's seeds whose gate took the spectral step
     log10 nr(U)/st(A):  mean over seeds; the gate takes the spectral step where it is ≥ 0
 
-The rows are only as dense as the spectra steps (`trainer.spectra_every`, 250 by default).
+The gate_check rows are only as dense as the spectra steps (`trainer.spectra_every`, 250 by
+default); runs that log `took_spectral/<block>` at every logged step (the train step's metrics)
+give the left map at that density instead (`step_rows`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 
 from experiments.nanogpt.gate_check import TABLE
 from experiments.nanogpt.run_groups import group_labels
+from experiments.nanogpt.step import GATE_PREFIX
 
 NO_GATED_RUNS = (
     "no gated runs among these runs (no tables/gate_check.parquet):\n"
@@ -31,6 +34,22 @@ def gate_rows(runs) -> pd.DataFrame:
     labels = group_labels({str(r.path): r.config for r in runs})
     parts = [r.tables[TABLE].assign(run=str(r.path), optim=labels[str(r.path)])
              for r in runs if len(r.tables.get(TABLE, ()))]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def step_rows(runs) -> pd.DataFrame:
+    """Long rows (run, optim, block, step, took_spectral) from the per-step gate metrics
+    (`took_spectral/<block>` columns of metrics.jsonl); empty when no run logged them."""
+    labels = group_labels({str(r.path): r.config for r in runs})
+    parts = []
+    for r in runs:
+        columns = [c for c in r.metrics.columns if c.startswith(GATE_PREFIX)]
+        if not columns:
+            continue
+        wide = r.metrics[["step", *columns]].dropna(subset=columns, how="all")
+        long = wide.melt(id_vars="step", var_name="block", value_name="took_spectral")
+        long["block"] = long["block"].str.removeprefix(GATE_PREFIX)
+        parts.append(long.assign(run=str(r.path), optim=labels[str(r.path)]))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -71,8 +90,9 @@ def _heatmap(fig, ax, table: pd.DataFrame, title: str, label: str, **style) -> N
     fig.colorbar(image, ax=ax, label=label)
 
 
-def gate_choice_heatmap(rows: pd.DataFrame):
-    """A row of two heat maps per gated setting: took spectral, and log10 nr(U)/st(A)."""
+def gate_choice_heatmap(rows: pd.DataFrame, per_step: pd.DataFrame | None = None):
+    """A row of two heat maps per gated setting: took spectral (from `per_step` rows where the
+    setting has them, else from the gate_check `rows`), and log10 nr(U)/st(A)."""
     settings = list(rows.groupby("optim")) if len(rows) else []
     if not settings:
         fig, ax = plt.subplots(figsize=(7, 2.5), layout="constrained")
@@ -84,8 +104,13 @@ def gate_choice_heatmap(rows: pd.DataFrame):
     for (optim, group), (left, right) in zip(settings, axes, strict=True):
         seeds = group["run"].nunique()
         which = f"{optim}, {seeds} seed{'s' if seeds > 1 else ''}"
-        _heatmap(fig, left, took_spectral_matrix(group), f"took the spectral step ({which})",
+        dense = per_step[per_step["optim"] == optim] if per_step is not None and len(
+            per_step) else group.iloc[:0]  # fmt: skip
+        took = took_spectral_matrix(dense if len(dense) else group)
+        _heatmap(fig, left, took, f"took the spectral step ({which})",
                  "fraction of seeds", cmap="Greys", vmin=0.0, vmax=1.0)  # fmt: skip
+        if len(dense):
+            left.set_xlabel("training step (logged steps)")
         log_ratio = log_ratio_matrix(group)
         bound = max(float(np.nanmax(np.abs(log_ratio.to_numpy(float)))), 1e-3)
         _heatmap(fig, right, log_ratio, f"log10 nr(U)/st(A) ({which})",

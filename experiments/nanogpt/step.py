@@ -13,6 +13,7 @@ import optax
 
 from experiments.nanogpt import layers
 from experiments.nanogpt.model import GPT
+from specjax import optim as so
 
 # Power iteration for st(A). Inside the gated step a few iterations reach 1e-3 relative accuracy
 # (activations have a dominant direction, the mean token); logging asks for more.
@@ -89,9 +90,34 @@ def make_train_step(
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         if learning_rate is not None:
             metrics["lr"] = jnp.asarray(learning_rate(state["step"]), jnp.float32)
+        metrics.update(gate_choices(opt_state))
         return new_state, metrics
 
     return train_step
+
+
+GATE_PREFIX = "took_spectral/"  # metric per hidden block: 1.0 where this step was spectral
+
+
+def gate_choices(opt_state) -> dict[str, jax.Array]:
+    """The gated optimizer's choice at this step, per block ("took_spectral/<path>", the share
+    of the block's matrices that took the spectral step) and overall ("spectral_fraction", the
+    share of all blocks); empty for optimizers without a gate."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_gated)
+             if isinstance(s, so.GatedSpectralState)]  # fmt: skip
+    if not found:
+        return {}
+    per_block = {
+        GATE_PREFIX + path: jnp.mean(took.astype(jnp.float32))
+        for gated in found
+        for path, took in sorted(gated.took_spectral.items())
+    }
+    per_block["spectral_fraction"] = jnp.mean(jnp.stack(list(per_block.values())))
+    return per_block
+
+
+def _is_gated(node) -> bool:
+    return isinstance(node, so.GatedSpectralState)
 
 
 def make_eval_loss(model: GPT) -> Callable:
