@@ -14,6 +14,7 @@ from experiments.runtime.context import RunContext
 from experiments.studies import one_step_check, sparse_regression, spiked_rf, spiked_rf_sweep
 
 EXPS = ["spiked_rf", "spiked_rf_swiglu", "spiked_rf_sweep", "sparse_regression", "one_step_check"]
+EXPS += ["sparse_regression_swiglu", "sparse_regression_swiglu_batch"]
 
 
 def _compose(exp: str, overrides=()):
@@ -116,6 +117,7 @@ def test_sparse_regression_tiny_end_to_end(tmp_path):
             "study.early_step=4",
             "study.swiglu_batch_sizes=[16,64]",
             "study.swiglu_sweep_dim=8",
+            "study.lr_multipliers=[0.5,1]",
             f"study.variants=[{variants}]",
         ],
     )
@@ -130,6 +132,17 @@ def test_sparse_regression_tiny_end_to_end(tmp_path):
     assert summary["relu_square/gd/st_A1_max"] < 6.0
     table = rundir.read_table(run_dir, "swiglu_batch_sweep")
     assert len(table) == 6
+    grid = rundir.read_table(run_dir, "lr_grid")  # 2 variants × 2 methods × 2 learning rates
+    assert len(grid) == 8 and grid["best"].sum() == 4
+    for variant in ("relu_square", "swiglu"):
+        for method in ("gd", "specgd"):
+            best = grid[(grid["variant"] == variant) & (grid["method"] == method) & grid["best"]]
+            assert summary[f"{variant}/{method}/lr"] == best["lr"].item()
+            assert summary[f"{variant}/{method}/loss_final"] == best["loss_final"].item()
+    trained = rundir.read_table(run_dir, "trained_stable_ranks")  # 2 × 2 methods × 3 layers
+    assert len(trained) == 12 and set(trained["num_samples"]) == {24, 32}
+    st_a3 = trained.query("variant == 'swiglu' and method == 'gd' and layer == 3")["st_final"]
+    assert st_a3.item() == summary["swiglu/gd/st_A3_final"]
     metrics = rundir.read_metrics(run_dir)
     assert {"relu_square/specgd/nr_W2", "swiglu/gd/st_A3"} <= set(metrics.columns)
 

@@ -3,9 +3,11 @@
 Variant i (data ctx.key("data", i), init ctx.key("init", i)) trains the same initial network
 twice, full batch, float64: `gd` (a GD step on every layer) and `specgd` (spectral steps on
 `spectral_layers`), per-layer steps as in `_specgd.sparse_mlp`. Every `log_every` steps: the
-loss, st(A_ℓ) of each hidden post-activation and nr(∇W_ℓ) of layers 1–3, per method. Separately,
-the SwiGLU network's st(A_ℓ) at initialisation for each n in `swiglu_batch_sizes`
-(tables/swiglu_batch_sweep): with no mean spike it grows with the batch size.
+loss, st(A_ℓ) of each hidden post-activation and nr(∇W_ℓ) of layers 1–3, per method; per
+variant, method and layer, st(A_ℓ) at the first and last step and its range over training
+(tables/trained_stable_ranks: variants that differ only in n give st(A_ℓ) against the batch
+size during training). Separately, the SwiGLU network's st(A_ℓ) at initialisation for each n in
+`swiglu_batch_sizes` (tables/swiglu_batch_sweep): with no mean spike it grows with the batch size.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ class Variant:
 class Config:
     """Learning rates are the official damek/specgd ones (relu_square: 0.081 / 0.1; SwiGLU
     n=512: 0.01 / 0.025). The paper runs 2000 steps, its scripts 400, as here (two exact
-    512×512 SVDs per SpecGD step)."""
+    512×512 SVDs per SpecGD step).
+
+    `lr_multipliers` tunes each method's step on its own: every variant and method trains at
+    lr × m for each m (a non-finite loss ends that run as diverged, instead of the study);
+    the run with the lowest loss at the last step is the one logged (tables/lr_grid).
+    """
 
     name: str = "sparse_regression"
     spectral_layers: list[int] = dataclasses.field(default_factory=lambda: [2, 3])
@@ -65,6 +72,7 @@ class Config:
         default_factory=lambda: [128, 256, 512, 1024, 2048, 4096]
     )
     swiglu_sweep_dim: int = 128
+    lr_multipliers: list[float] = dataclasses.field(default_factory=lambda: [1.0])
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -81,6 +89,11 @@ class Config:
             check_positive_int(n, "study.swiglu_batch_sizes entries")
         if self.swiglu_sweep_dim < 3:
             raise ValueError(f"study.swiglu_sweep_dim must be ≥ 3, got {self.swiglu_sweep_dim!r}")
+        grid = self.lr_multipliers
+        if not grid or len(set(grid)) != len(grid) or not all(0 < m < np.inf for m in grid):
+            raise ValueError(
+                f"study.lr_multipliers must be distinct finite values > 0, got {list(grid)!r}"
+            )
 
 
 def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
@@ -88,10 +101,12 @@ def run(cfg: RunConfig, ctx: RunContext) -> dict[str, float]:
         return _run(cfg.study, ctx)
 
 
-def _train(study: Config, variant: Variant, method: str, weights, X, y, bar) -> dict[int, dict]:
-    """Full-batch training; diagnostics at every `study.log_every`-th step and the last."""
+def _train(study, variant, method, lr, weights, X, y, bar) -> dict[int, dict]:
+    """Full-batch training; diagnostics at every `study.log_every`-th step and the last.
+
+    A non-finite loss raises, or, when the learning rate is tuned over a grid, ends the run
+    early (its last record holds the non-finite loss)."""
     layers = tuple(study.spectral_layers) if method == "specgd" else ()
-    lr = variant.lr_specgd if method == "specgd" else variant.lr_gd
     records = {}
     for step in range(variant.num_steps + 1):
         if step % study.log_every == 0 or step == variant.num_steps:
@@ -99,7 +114,10 @@ def _train(study: Config, variant: Variant, method: str, weights, X, y, bar) -> 
             records[step] = {k: float(v) for k, v in metrics.items()}
             loss = records[step]["loss"]
             if not np.isfinite(loss):
-                raise NonFiniteLossError(step, loss, f"{variant.name}/{method}/loss", None)
+                if len(study.lr_multipliers) == 1:
+                    raise NonFiniteLossError(step, loss, f"{variant.name}/{method}/loss", None)
+                bar.update(variant.num_steps - step)
+                return records
         if step < variant.num_steps:
             weights, _ = sparse_mlp.train_step(
                 weights, X, y, lr, activation=variant.activation, spectral_layers=layers
@@ -108,9 +126,66 @@ def _train(study: Config, variant: Variant, method: str, weights, X, y, bar) -> 
     return records
 
 
+def stable_rank_rows(variant: Variant, method: str, records: dict[int, dict]) -> list[dict]:
+    """One row per hidden layer: st(A_ℓ) at the first and last logged step, its min and max."""
+    rows = []
+    for layer in (1, 2, 3):
+        st = [records[step][f"st_A{layer}"] for step in sorted(records)]
+        rows.append(
+            {
+                "variant": variant.name,
+                "activation": variant.activation,
+                "num_samples": variant.num_samples,
+                "num_steps": variant.num_steps,
+                "method": method,
+                "layer": layer,
+                "st_initial": st[0],
+                "st_final": st[-1],
+                "st_min": float(np.min(st)),
+                "st_max": float(np.max(st)),
+            }
+        )
+    return rows
+
+
+def best_learning_rate(runs: dict[float, dict[int, dict]], num_steps: int) -> float | None:
+    """The lr whose run reached `num_steps` with the lowest finite loss (None: all diverged)."""
+    finished = {
+        lr: r[num_steps]["loss"]
+        for lr, r in runs.items()
+        if num_steps in r and np.isfinite(r[num_steps]["loss"])
+    }
+    return min(finished, key=finished.get) if finished else None
+
+
+def _tune(study, variant, method, weights0, X, y, bar) -> tuple[float, dict, list[dict]]:
+    """Train at every lr of the grid; the best lr, its records and one lr_grid row per lr."""
+    base = variant.lr_specgd if method == "specgd" else variant.lr_gd
+    runs = {
+        base * m: _train(study, variant, method, base * m, weights0, X, y, bar)
+        for m in study.lr_multipliers
+    }
+    best = best_learning_rate(runs, variant.num_steps)
+    if best is None:
+        last = max(runs[base * study.lr_multipliers[-1]].items())
+        raise NonFiniteLossError(last[0], last[1]["loss"], f"{variant.name}/{method}/loss", None)
+    rows = []
+    for m in study.lr_multipliers:
+        r = runs[base * m]
+        finished = variant.num_steps in r and np.isfinite(r[variant.num_steps]["loss"])
+        row = {"variant": variant.name, "num_samples": variant.num_samples, "method": method}
+        row |= {"lr": base * m, "multiplier": m, "best": base * m == best}
+        row["loss_final"] = r[variant.num_steps]["loss"] if finished else np.nan
+        row["diverged_at"] = -1 if finished else max(r)  # the step of the non-finite loss
+        rows.append(row)
+    return best, runs[best], rows
+
+
 def _run(study: Config, ctx: RunContext) -> dict[str, float]:
     summary: dict[str, float] = {}
-    total = sum(2 * v.num_steps for v in study.variants)
+    trained_rows: list[dict] = []
+    grid_rows: list[dict] = []
+    total = sum(2 * v.num_steps * len(study.lr_multipliers) for v in study.variants)
     with ctx.progress(total, "sparse regression steps") as bar:
         for index, variant in enumerate(study.variants):
             key_data, key_init = ctx.key("data", index), ctx.key("init", index)
@@ -118,7 +193,13 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
             weights0 = sparse_mlp.init_weights(key_init, variant.dim, variant.activation)
             for method in steps.METHODS:
                 prefix = f"{variant.name}/{method}"
-                records = _train(study, variant, method, weights0, X, y, bar)
+                lr, records, rows = _tune(study, variant, method, weights0, X, y, bar)
+                grid_rows += rows
+                summary[f"{prefix}/lr"] = lr
+                if len(study.lr_multipliers) > 1:
+                    grid = [row["lr"] for row in rows]
+                    at_edge = lr in (min(grid), max(grid))
+                    summary[f"{prefix}/lr_at_grid_edge"] = float(at_edge)
                 for step, rec in records.items():
                     ctx.log_metrics(step, {f"{prefix}/{k}": v for k, v in rec.items()})
                 early = min(records, key=lambda s: abs(s - study.early_step))
@@ -128,7 +209,11 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
                     st = [r[f"st_A{layer}"] for r in records.values()]
                     nr = [r[f"nr_W{layer}"] for r in records.values()]
                     summary[f"{prefix}/st_A{layer}_max"] = float(np.max(st))
+                    summary[f"{prefix}/st_A{layer}_final"] = st[-1]
                     summary[f"{prefix}/nr_W{layer}_median"] = float(np.median(nr))
+                trained_rows += stable_rank_rows(variant, method, records)
+    ctx.log_table("trained_stable_ranks", trained_rows)
+    ctx.log_table("lr_grid", grid_rows)
 
     rows = []
     weights = sparse_mlp.init_weights(ctx.key("swiglu_init"), study.swiglu_sweep_dim, "swiglu")
@@ -143,11 +228,15 @@ def _run(study: Config, ctx: RunContext) -> dict[str, float]:
 
 
 def plot(run_dirs: list[Path], out_dir: Path) -> list[Path]:
-    """Loss, per-layer st(A_ℓ) and nr(∇W_ℓ) per variant; SwiGLU st(A_ℓ) against the batch size."""
+    """Loss, per-layer st(A_ℓ) and nr(∇W_ℓ) per variant; SwiGLU st(A_ℓ) against the batch size
+    at initialisation and, when the variants differ in n, before and after training."""
     out = []
     for d in run_dirs:
         run_ = rundir.load_run(d)
         out.append(plots.sparse_regression_figure(run_, Path(out_dir)))
         if "swiglu_batch_sweep" in run_.tables:
             out.append(plots.swiglu_batch_figure(run_, Path(out_dir)))
+        trained = run_.tables.get("trained_stable_ranks")
+        if trained is not None and trained["num_samples"].nunique() > 1:
+            out.append(plots.trained_stable_rank_figure(run_, Path(out_dir)))
     return out

@@ -108,6 +108,29 @@ def swiglu_batch_figure(run: Run, out_dir: Path) -> Path:
     return save(fig, out_dir, f"swiglu_batch_sweep_{run.path.name}")
 
 
+def trained_stable_rank_figure(run: Run, out_dir: Path) -> Path:
+    """st(A_ℓ) against the batch size n: at initialisation (dotted) and after training."""
+    table = run.tables["trained_stable_ranks"]
+    layers = sorted(table["layer"].unique())
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 4), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        part = table[table["layer"] == layer].sort_values("num_samples")
+        for method, (label, color) in METHOD_STYLE.items():
+            rows = part[part["method"] == method]
+            if rows.empty:
+                continue
+            ax.semilogx(rows["num_samples"], rows["st_final"], "o-", color=color, label=label)
+            if method == "gd":  # both methods start from the same network: one init curve
+                ax.semilogx(rows["num_samples"], rows["st_initial"], "k:", marker=".", label="init")
+        sizes = sorted(part["num_samples"].unique())
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()  # log-axis minor labels overlap the n labels
+        ax.set(xlabel="batch size n", ylabel=f"st(A{layer})", title=f"layer {layer}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig, out_dir, f"trained_stable_ranks_{run.path.name}")
+
+
 def one_step_figure(run: Run, out_dir: Path) -> Path:
     """Measured ratio of one-step decreases vs the predicted nr/st (log–log), with the bracket."""
     table = run.tables["one_step"]
