@@ -235,8 +235,9 @@ def train(
         # Step 0's spectra are taken once training runs (`initial_spectra`), from a second
         # initial state: the first is donated to the first block.
         if start == 0 and spectra_every:
-            first = InitialSpectra(spectra, init_state(), ctx,
-                                   background=jax.process_count() == 1)  # fmt: skip
+            # Not in a worker thread: two XLA:CPU programs in flight at once (the first block
+            # and the step-0 spectra) deadlocked a vmapped sweep, both waiting in device_get.
+            first = InitialSpectra(spectra, init_state(), ctx, background=False)
             first_call["spectra"] = False  # its compile is timed (or overlapped) below
         log_metrics = first.log_metrics if first is not None else ctx.log_metrics
 
@@ -298,6 +299,7 @@ def train(
             if seconds is not None and hasattr(ctx, "record_entry"):
                 ctx.record_entry("startup", {"first_step_s": round(seconds, 3)})
             if first is not None:
+                jax.block_until_ready(state)  # the first block done: one program at a time
                 began = time.perf_counter()
                 first.start()
                 if first.done and hasattr(progress, "exclude"):  # computed here: not training
