@@ -30,11 +30,7 @@ TABLE = "gate_check"
 
 def gated_state(opt_state) -> so.GatedSpectralState:
     """The `GatedSpectralState` inside an optimizer state (alone or inside a chain)."""
-    found = [
-        s
-        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, so.GatedSpectralState))
-        if isinstance(s, so.GatedSpectralState)
-    ]
+    found = step_lib.gated_states(opt_state)
     if len(found) != 1:
         raise ValueError(
             f"gate_check needs exactly one gated_spectral state in the optimizer state, found "

@@ -103,8 +103,7 @@ def gate_choices(opt_state) -> dict[str, jax.Array]:
     """The gated optimizer's choice at this step, per block ("took_spectral/<path>", the share
     of the block's matrices that took the spectral step) and overall ("spectral_fraction", the
     share of all blocks); empty for optimizers without a gate."""
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_gated)
-             if isinstance(s, so.GatedSpectralState)]  # fmt: skip
+    found = gated_states(opt_state)
     if not found:
         return {}
     per_block = {
@@ -114,6 +113,11 @@ def gate_choices(opt_state) -> dict[str, jax.Array]:
     }
     per_block["spectral_fraction"] = jnp.mean(jnp.stack(list(per_block.values())))
     return per_block
+
+
+def gated_states(opt_state) -> list[so.GatedSpectralState]:
+    """Every `GatedSpectralState` inside an optimizer state (alone or inside a chain)."""
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=_is_gated) if _is_gated(s)]
 
 
 def _is_gated(node) -> bool:
