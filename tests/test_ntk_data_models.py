@@ -97,6 +97,22 @@ def test_cifar10_shaped_is_its_own_gaussian_choice():
     assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
 
 
+def test_gaussian_draw_i_is_normal_of_fold_in_key_i_whatever_the_chunking(monkeypatch):
+    # reference: example i drawn alone from fold_in(key, i); the loader draws in chunks, so a
+    # chunk offset (rows numbered from 0 in every chunk), padding kept or a shared key shows
+    key = jax.random.PRNGKey(3)
+    monkeypatch.setattr(ntk_data, "GAUSSIAN_CHUNK", 4)
+    x, _ = ntk_data.gaussian_images(key, 10, (2, 3, 1))
+    reference = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, i), (2, 3, 1)))
+                          for i in range(10)])  # fmt: skip
+    np.testing.assert_array_equal(x, reference)
+    monkeypatch.setattr(ntk_data, "GAUSSIAN_CHUNK", 1024)
+    prefix, _ = ntk_data.gaussian_images(key, 7, (2, 3, 1))
+    np.testing.assert_array_equal(prefix, reference[:7])
+    with pytest.raises(ValueError, match=r"n must be an integer ≥ 1, got 2\.5"):
+        ntk_data.gaussian_images(key, 2.5)
+
+
 @pytest.mark.parametrize(
     ("name", "width", "low", "high"),
     # He et al. 2016, Table 6: 0.27 M (ResNet-20) and 0.85 M (ResNet-56) at width 16; our

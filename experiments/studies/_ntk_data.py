@@ -52,11 +52,25 @@ def _permutation(key: jax.Array, total: int, n: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(key, total))[:n]
 
 
+GAUSSIAN_CHUNK = 1024  # examples drawn per XLA program: bounds the generator's peak memory
+
+
 def gaussian_images(key: jax.Array, n: int, shape=(8, 8, 1)) -> tuple[np.ndarray, dict]:
-    """n i.i.d. N(0, I) inputs of the given image shape."""
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
-    x = np.asarray(jax.random.normal(key, (n, *shape)), np.float32)
+    """n i.i.d. N(0, I) inputs of the given image shape.
+
+    Example i is drawn from `fold_in(key, i)`, so it depends on the key and i alone: the first
+    m of n draws are the m draws, and the chunking below changes no value. One program for all
+    n would hold its random bits and counters at once (2.6 GB for 50,000 CIFAR-shaped inputs).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer ≥ 1, got {n!r}")
+    draw = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape)))
+    x = np.empty((n, *shape), np.float32)
+    for start in range(0, n, GAUSSIAN_CHUNK):
+        # a fixed chunk length (the last one padded) keeps one compiled program
+        rows = np.arange(start, start + GAUSSIAN_CHUNK, dtype=np.uint32)
+        stop = min(start + GAUSSIAN_CHUNK, n)
+        x[start:stop] = np.asarray(draw(rows))[: stop - start]
     return x, _identity(f"gaussian{'x'.join(map(str, shape))}", x)
 
 
