@@ -2,7 +2,9 @@
 
 Run directories (or sweep directories holding them) are grouped by `study.name`; each study
 module's `plot(run_dirs, out_dir) -> list[Path]` writes PNGs. Default `out_dir`: the run's
-`figures/` for one run, else `figures/` in the runs' common parent directory.
+`figures/` for one run, else `figures/` in the runs' common parent directory. A figure whose
+data the runs lack is skipped with one line on stderr saying why (e.g. the spectra figures of
+runs made with trainer.spectra_every=0); the others are still drawn.
 
     python -m experiments.plot outputs/nanogpt_muon/<time>     # → <time>/figures/*.png
     python -m experiments.plot multirun/quickstart/<time>      # every job of a sweep

@@ -6,7 +6,7 @@
                                      resumes
       metrics.jsonl                  one JSON object per logged event: {"step": k, name: value, ...}
       spectra/step_<k>.parquet       spectra rows logged at step k (with a "step" column)
-      tables/<name>.parquet          result tables of measurement studies
+      tables/<name>.parquet          result tables (rows of a training step carry "step")
       checkpoints/<k>/               orbax checkpoints (experiments.runtime.checkpoint)
       figures/                       PNGs from `python -m experiments.plot`
       summary.json                   {"status": completed|interrupted|non_finite|failed, ...}
@@ -54,6 +54,7 @@ RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.jsonl"
 SPECTRA_DIR = "spectra"
 TABLES_DIR = "tables"
+STEP_COLUMN = "step"  # in a table: the training step its row was logged at (see truncate_after)
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_CHECKPOINT_DIR = "checkpoints.corrupt"
 FIGURES_DIR = "figures"
@@ -221,6 +222,13 @@ def write_parquet(path: PathLike, rows: Sequence[Mapping[str, Any]], *, append=F
     if append and path.exists():
         old = pq.read_table(_parquet_source(path))
         table = pa.concat_tables([old, table], promote_options="permissive")
+    _replace_parquet(path, table)
+
+
+def _replace_parquet(path: AnyPath, table) -> None:
+    """A pyarrow table → `path`, replaced atomically (readers see the old file or the new)."""
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     run_storage.replace_file(path, buffer.getvalue())
@@ -242,8 +250,46 @@ def append_table(run_dir: PathLike, name: str, rows: Sequence[Mapping[str, Any]]
     write_parquet(as_path(run_dir) / TABLES_DIR / f"{name}.parquet", rows, append=True)
 
 
+def _truncate_table(path: AnyPath, step: int) -> None:
+    """Drop the rows of one table whose `step` is after `step`, atomically; rows at or before
+    it and rows with no step (null) stay. The file goes when no row is left (as a table with no
+    rows is never written). A table without a numeric `step` column is a run-level table and is
+    left as it is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = _parquet_source(path)
+    schema = pq.read_schema(source)
+    if STEP_COLUMN not in schema.names:
+        return
+    kind = schema.field(STEP_COLUMN).type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return
+    table = pq.read_table(source)
+    steps = table.column(STEP_COLUMN)
+    keep = pc.or_kleene(pc.is_null(steps, nan_is_null=True), pc.less_equal(steps, step))
+    kept = table.filter(keep)
+    if kept.num_rows == table.num_rows:
+        return  # nothing logged after `step`: the file is not rewritten
+    if kept.num_rows == 0:
+        path.unlink()
+    else:
+        _replace_parquet(path, kept)
+
+
 def truncate_after(run_dir: PathLike, step: int) -> None:
-    """Drop metric lines (and a torn last line) and spectra files after `step` (on resume)."""
+    """Drop what was logged after `step` (on resume from a checkpoint at `step`; -1: all of it):
+    metric lines (and a torn last line), spectra files, and table rows whose `step` > `step`.
+
+    Rows logged at step k describe the state after k updates and are written before that step's
+    checkpoint, so a run resumed from k logs again exactly the rows of steps > k. A table's
+    `step` column is read as that training step (the trainer's, as in `gate_check` and
+    `full_spectra`, logged from the trainer's spectra callback); a table without one is a
+    run-level table, kept whole. The trainer's resume is the only caller: a measurement study
+    whose `step` counts its own iterations (spiked_rf) never trains, so never truncates. Each
+    file is replaced atomically; a kill midway leaves some files truncated, which the next
+    resume finishes."""
     run_dir = as_path(run_dir)
     path = run_dir / METRICS_FILE
     if path.exists():
@@ -258,6 +304,8 @@ def truncate_after(run_dir: PathLike, step: int) -> None:
     for part in (run_dir / SPECTRA_DIR).glob("step_*.parquet"):
         if int(part.stem.split("_")[1]) > step:
             part.unlink()
+    for table in _parquet_files(run_dir / TABLES_DIR):
+        _truncate_table(table, step)
 
 
 def write_record(run_dir: PathLike, config: Mapping, overrides: Sequence[str],

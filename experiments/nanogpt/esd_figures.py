@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,8 +27,8 @@ from experiments.nanogpt.layers import FULL_SPECTRA_TABLE
 
 
 def load_full_spectra(run_dir) -> pd.DataFrame:
-    """The run's full-spectra rows with a `weight_type` column; for a step logged twice (a run
-    resumed from an earlier checkpoint logs it again) the last rows are kept."""
+    """The run's full-spectra rows with a `weight_type` column; for a step logged twice (runs
+    resumed before `rundir.truncate_after` dropped later table rows) the last rows are kept."""
     path = pathlib.Path(run_dir) / rundir.TABLES_DIR / f"{FULL_SPECTRA_TABLE}.parquet"
     if not path.is_file():
         raise FileNotFoundError(
@@ -125,7 +126,9 @@ def plot_esd_figures(run_dir, out_dir=None, *, step: int | None = None) -> list[
     return paths
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """0 with the figures written, or with one line saying why they were skipped (no full
+    spectra logged); 2 for a path that is not a run directory or a `--step` not logged."""
     parser = argparse.ArgumentParser(
         description="ESD and power-law α figures of a NanoGPT run with full spectra logged "
         "(study.full_spectra_every > 0)."
@@ -134,9 +137,22 @@ def main(argv=None) -> None:
     parser.add_argument("--step", type=int, default=None, help="step of the ESD figure (last)")
     parser.add_argument("--out", default=None, help="output directory (RUN_DIR/figures)")
     args = parser.parse_args(argv)
-    for path in plot_esd_figures(args.run_dir, args.out, step=args.step):
+    if not rundir.is_run_dir(args.run_dir):
+        print(f"error: {args.run_dir!r} is not a run directory (no {rundir.CONFIG_FILE} and "
+              f"{rundir.RECORD_FILE})", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        paths = plot_esd_figures(args.run_dir, args.out, step=args.step)
+    except FileNotFoundError as err:  # a run without full spectra: nothing to draw
+        print(f"skipped esd.png, esd_alpha.png: {err}", file=sys.stderr)
+        return 0
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -141,7 +141,9 @@ def _legend_below(ax, ncol: int) -> None:
 
 def loss_bands(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per (optimizer setting, step): mean, sd (ddof 1; NaN for one seed), min, max of `column`
-    over the setting's runs and `seeds`, how many runs logged it."""
+    over the setting's runs and `seeds`, how many runs logged it (no rows when none did)."""
+    if column not in metrics.columns:  # e.g. val_loss with trainer.eval_every=0
+        metrics = metrics.assign(**{column: np.nan})
     rows = metrics.dropna(subset=[column])
     stats = rows.groupby(["optim", "step"])[column].agg(["mean", "std", "min", "max", "count"])
     return stats.rename(columns={"std": "sd", "count": "seeds"}).reset_index()
@@ -284,25 +286,61 @@ def load_frames(run_dirs):
     return runs, stack([r.metrics for r in runs]), stack([r.spectra for r in runs]), configs
 
 
+def no_spectra_reason(configs: dict) -> str:
+    """Why a set of runs has no spectra rows: the cadence off in every run, or none logged."""
+    cadences = {(c.get("trainer") or {}).get("spectra_every") for c in configs.values()}
+    if cadences <= {0, None}:
+        return "no spectra logged (trainer.spectra_every=0)"
+    return "no spectra logged yet (the runs' spectra/ directories hold no rows)"
+
+
+def missing_spectra(spectra: pd.DataFrame, kind: str, column: str, reason: str) -> str | None:
+    """None when `spectra` has `kind` rows with a `column` value to draw, else why not."""
+    if not len(spectra) or not {"kind", "name", "step"} <= set(spectra.columns):
+        return reason
+    if column not in spectra.columns or spectra.loc[spectra["kind"] == kind, column].isna().all():
+        return f"no {column} in the {kind} spectra rows"
+    return None
+
+
 def plot_runs(run_dirs: list[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Write every figure whose data the runs hold; for each one skipped, a line on stderr says
+    why (e.g. "no spectra logged (trainer.spectra_every=0)")."""
     from experiments.nanogpt import ablation_figures, gate_figures
 
     runs, metrics, spectra, configs = load_frames(run_dirs)
-    gates = gate_figures.gate_rows(runs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    no_spectra = no_spectra_reason(configs)
+    losses = [c for c in ("loss", "val_loss") if c in metrics.columns]
+    # name: (why it cannot be drawn, or None; how to draw it)
     figures = {
-        "nanogpt_loss": loss_curves(metrics),
-        "nanogpt_activation_stable_rank": activation_stable_ranks(spectra),
-        "nanogpt_gradient_nuclear_rank": gradient_nuclear_ranks(spectra),
-        "nanogpt_ratio_heatmap": ratio_heatmap(spectra),
-        "nanogpt_weight_spectral_norm": weight_spectral_norms(spectra),
-        "nanogpt_gate_choices": gate_figures.gate_choice_heatmap(
-            gates, gate_figures.step_rows(runs)
-        ),
-        "nanogpt_muon_ablation": ablation_figures.ablation_figure(metrics, spectra, configs),
-    }
-    paths = [out_dir / f"{name}.png" for name in figures]
-    for path, fig in zip(paths, figures.values(), strict=True):
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        "nanogpt_loss": (None if losses else "no loss or val_loss logged",
+                         lambda: loss_curves(metrics)),
+        "nanogpt_activation_stable_rank": (
+            missing_spectra(spectra, "activation", "act_stable_rank", no_spectra),
+            lambda: activation_stable_ranks(spectra)),
+        "nanogpt_gradient_nuclear_rank": (
+            missing_spectra(spectra, "weight", "grad_nuclear_rank", no_spectra),
+            lambda: gradient_nuclear_ranks(spectra)),
+        "nanogpt_ratio_heatmap": (missing_spectra(spectra, "weight", "ratio", no_spectra),
+                                  lambda: ratio_heatmap(spectra)),
+        "nanogpt_weight_spectral_norm": (
+            missing_spectra(spectra, "weight", "weight_spectral_norm", no_spectra),
+            lambda: weight_spectral_norms(spectra)),
+        # Both draw what they have and say in the panel what is missing (no gated runs, ...).
+        "nanogpt_gate_choices": (None, lambda: gate_figures.gate_choice_heatmap(
+            gate_figures.gate_rows(runs), gate_figures.step_rows(runs), no_spectra)),
+        "nanogpt_muon_ablation": (None if "val_loss" in metrics.columns else "no val_loss logged",
+                                  lambda: ablation_figures.ablation_figure(metrics, spectra,
+                                                                           configs)),
+    }  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, (missing, draw) in figures.items():
+        if missing is not None:
+            print(f"skipped {name}.png: {missing}", file=sys.stderr)
+            continue
+        fig = draw()
+        paths.append(out_dir / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
         plt.close(fig)
     return paths

@@ -62,7 +62,8 @@ def _block_key(block: str) -> tuple:
 
 def block_step_matrix(rows: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
     """Blocks (rows, by depth) × steps (columns): the mean of `values` (aligned with `rows`)
-    over the runs; a run's duplicate rows of a step (a resumed run) count once."""
+    over the runs; a run's duplicate rows of a step (a run resumed before `truncate_after`
+    dropped later table rows) count once."""
     frame = rows[["run", "block", "step"]].assign(value=values.to_numpy())
     per_run = frame.groupby(["run", "block", "step"])["value"].mean()
     table = per_run.groupby(["block", "step"]).mean().unstack("step")
@@ -90,30 +91,44 @@ def _heatmap(fig, ax, table: pd.DataFrame, title: str, label: str, **style) -> N
     fig.colorbar(image, ax=ax, label=label)
 
 
-def gate_choice_heatmap(rows: pd.DataFrame, per_step: pd.DataFrame | None = None):
+def _which(optim: str, rows: pd.DataFrame) -> str:
+    """`gated_spectral, 2 seeds`: the setting and how many runs a panel averages."""
+    seeds = rows["run"].nunique()
+    return f"{optim}, {seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def gate_choice_heatmap(rows: pd.DataFrame, per_step: pd.DataFrame | None = None,
+                        no_rows_reason: str = "no gate_check rows"):  # fmt: skip
     """A row of two heat maps per gated setting: took spectral (from `per_step` rows where the
-    setting has them, else from the gate_check `rows`), and log10 nr(U)/st(A)."""
-    settings = list(rows.groupby("optim")) if len(rows) else []
-    if not settings:
+    setting has them, else from the gate_check `rows`), and log10 nr(U)/st(A). A setting with
+    per-step choices but no gate_check rows (the check runs at spectra steps) keeps its left
+    map; the right panel says why it is empty (`no_rows_reason`)."""
+    per_step = per_step if per_step is not None else pd.DataFrame()
+    names = sorted({*rows.get("optim", ()), *per_step.get("optim", ())})
+    if not names:
         fig, ax = plt.subplots(figsize=(7, 2.5), layout="constrained")
         ax.text(0.5, 0.5, NO_GATED_RUNS, ha="center", va="center", fontsize=9)
         ax.set_axis_off()
         return fig
-    fig, axes = plt.subplots(len(settings), 2, figsize=(11, 4.2 * len(settings)), squeeze=False,
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)), squeeze=False,
                              layout="constrained")  # fmt: skip
-    for (optim, group), (left, right) in zip(settings, axes, strict=True):
-        seeds = group["run"].nunique()
-        which = f"{optim}, {seeds} seed{'s' if seeds > 1 else ''}"
-        dense = per_step[per_step["optim"] == optim] if per_step is not None and len(
-            per_step) else group.iloc[:0]  # fmt: skip
-        took = took_spectral_matrix(dense if len(dense) else group)
-        _heatmap(fig, left, took, f"took the spectral step ({which})",
+    for optim, (left, right) in zip(names, axes, strict=True):
+        group = rows[rows["optim"] == optim] if len(rows) else rows
+        dense = per_step[per_step["optim"] == optim] if len(per_step) else per_step
+        source = dense if len(dense) else group
+        took = took_spectral_matrix(source)
+        _heatmap(fig, left, took, f"took the spectral step ({_which(optim, source)})",
                  "fraction of seeds", cmap="Greys", vmin=0.0, vmax=1.0)  # fmt: skip
         if len(dense):
             left.set_xlabel("training step (logged steps)")
+        if not len(group):
+            right.text(0.5, 0.5, f"no gate_check rows for log10 nr(U)/st(A):\n{no_rows_reason}",
+                       ha="center", va="center", fontsize=9, transform=right.transAxes)  # fmt: skip
+            right.set_axis_off()
+            continue
         log_ratio = log_ratio_matrix(group)
         bound = max(float(np.nanmax(np.abs(log_ratio.to_numpy(float)))), 1e-3)
-        _heatmap(fig, right, log_ratio, f"log10 nr(U)/st(A) ({which})",
+        _heatmap(fig, right, log_ratio, f"log10 nr(U)/st(A) ({_which(optim, group)})",
                  "log10 nr(U)/st(A); ≥ 0: spectral", cmap="RdBu_r", vmin=-bound,
                  vmax=bound)  # fmt: skip
     return fig
