@@ -144,6 +144,22 @@ def goal_against_exact(n: int, configs: list[tuple[int, int, int]], seeds: int,
     print(f"{load()} (after)")
 
 
+def sketch_configs(text: str) -> list[tuple[int, int, int]]:
+    """Sketch settings "s:R:M,..." (width s, probes R, sketches M) → [(s, R, M), ...]."""
+    configs = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(
+                f"expected s:R:M with positive integers (e.g. 2048:1:4), got {item!r}"
+            )
+        s, r, m = map(int, parts)
+        if m < 3:
+            raise argparse.ArgumentTypeError(f"M must be ≥ 3 (jackknife), got {m} in {item!r}")
+        configs.append((s, r, m))
+    return configs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 2000 / 200, one config")
@@ -151,6 +167,9 @@ def main() -> None:
     parser.add_argument("--exact-n", type=int, default=1000, help="goal 2 n (0: skip)")
     parser.add_argument("--seeds", type=int, default=2, help="sketch seeds per config (goal 2)")
     parser.add_argument("--cache-gb", type=float, default=4.0, help="exact feature cache (GiB)")
+    parser.add_argument("--configs", type=sketch_configs, default=None,
+                        help="goal 2 sketch settings s:R:M, comma-separated (default "
+                             "2048:1:3,2048:1:4,1024:1:3)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -158,7 +177,7 @@ def main() -> None:
         return
     # (s, R, M): first the cheapest with a jackknife (M = 3 sketches of one probe: 3 per-example
     # VJPs), then ntk_rank's default (M = 4)
-    configs = [(2048, 1, 3), (2048, 1, 4), (1024, 1, 3)]
+    configs = args.configs or [(2048, 1, 3), (2048, 1, 4), (1024, 1, 3)]
     if args.quick:
         args.sketch_n, args.exact_n, args.seeds, configs = 2000, 200, 1, configs[:1]
     if args.sketch_n:
