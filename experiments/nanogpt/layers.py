@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from experiments.nanogpt import host_spectra
 from experiments.nanogpt.model import GPTConfig
 from experiments.runtime.mesh import to_host
 from specjax import diagnostics
@@ -106,16 +107,38 @@ def stable_rank_tree(params, act_st: Mapping[str, jax.Array], cfg: GPTConfig):
     return traverse_util.unflatten_dict({path: by_path.get(path) for path in flat})
 
 
-def spectra_stats(params, grads, updates, act_st, cfg: GPTConfig, *, key, top_k: int):
-    """jit-able: `layer_spectra` of every named weight with its feeding st(A)."""
-    return diagnostics.layer_spectra(
-        named_weights(params, cfg),
-        named_weights(grads, cfg),
-        named_weights(updates, cfg),
-        {weight: act_st[act] for weight, act in feeds(cfg).items()},
-        key=key,
-        top_k=top_k,
-    )
+def activation_grams(
+    acts: Mapping[str, jax.Array], tokens_BxT: jax.Array, cfg: GPTConfig
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """jit-able: (AᵀA (d, d) of every activation's token matrix, exact st of the indicators).
+
+    st(A) = tr(AᵀA) / λ_max(AᵀA) then needs no power iteration in the compiled program
+    (`host_spectra.gram_stable_ranks`); the Gram matrix, a sum over tokens, is also whole
+    where the batch is split over processes.
+    """
+    grams = {}
+    for name, a in acts.items():
+        a_Nxd = diagnostics.as_token_matrix(a).astype(jnp.float32)
+        grams[name] = jnp.matmul(a_Nxd.T, a_Nxd, precision=jax.lax.Precision.HIGHEST)
+    indicators = {
+        "tokens": diagnostics.indicator_stable_rank(tokens_BxT, cfg.vocab_size),
+        # Every position appears once per sequence: N / max count = T.
+        "positions": jnp.float32(tokens_BxT.shape[-1]),
+    }
+    return grams, indicators
+
+
+def spectra_stats(params, captured, cfg: GPTConfig, *, top_k: int) -> tuple[dict, dict]:
+    """Host-side: (`host_spectra.layer_spectra` of every named weight with its feeding st(A),
+    st(A) by activation name) from `step.spectra_capture`'s (grads, updates, grams)."""
+    weights, grads, updates, (grams, indicators) = to_host((
+        named_weights(params, cfg), named_weights(captured[0], cfg),
+        named_weights(captured[1], cfg), captured[2],
+    ))  # fmt: skip
+    act_st = {**indicators, **host_spectra.gram_stable_ranks(grams)}
+    act_st = {name: np.float32(act_st[name]) for name in sorted(act_st)}  # as jit returned them
+    feeding = {weight: act_st[act] for weight, act in feeds(cfg).items()}
+    return host_spectra.layer_spectra(weights, grads, updates, feeding, top_k=top_k), act_st
 
 
 def _row(kind: str, name: str, **values) -> dict:

@@ -16,9 +16,9 @@ from experiments.nanogpt.model import GPT
 from specjax import optim as so
 
 # Power iteration for st(A). Inside the gated step a few iterations reach 1e-3 relative accuracy
-# (activations have a dominant direction, the mean token); logging asks for more.
+# (activations have a dominant direction, the mean token); the logged st(A) are exact, computed
+# on the host (`layers.spectra_stats`).
 GATED_ST_ITERATION = {"max_iters": 10, "tol": 1e-3}
-LOG_ST_ITERATION = {"max_iters": 50, "tol": 1e-5}
 
 
 def init_state(model: GPT, tx: optax.GradientTransformation, key: jax.Array) -> dict:
@@ -35,7 +35,7 @@ def cross_entropy(logits_BxTxV: jax.Array, y_BxT: jax.Array) -> jax.Array:
 
 
 def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key, capture):
-    """(loss, grads, optimizer extra args, st(A) by activation or None).
+    """(loss, grads, optimizer extra args, activations by name if `capture` else None).
 
     Activations are captured only when logged (`capture`) or read by the optimizer (the gated one
     needs st(A) of every block input), so AdamW and Muon steps pay nothing for the model's `sow`s.
@@ -56,13 +56,12 @@ def grads_and_extras(model, tx_needs_st: bool, params, x_BxT, y_BxT, dropout_key
     if inter is None:
         return loss, grads, {}, None
     acts = layers.named_activations(inter, cfg)
-    iteration = LOG_ST_ITERATION if capture else GATED_ST_ITERATION
-    act_st = layers.activation_stable_ranks(acts, x_BxT, cfg, **iteration)
     extra = {}
-    if tx_needs_st:
+    if tx_needs_st:  # as the train step computes them: the update is the one it would apply
+        act_st = layers.activation_stable_ranks(acts, x_BxT, cfg, **GATED_ST_ITERATION)
         tree = layers.stable_rank_tree(params, act_st, cfg)
         extra["activation_stable_ranks"] = jax.lax.stop_gradient(tree)
-    return loss, grads, extra, act_st
+    return loss, grads, extra, acts if capture else None
 
 
 def make_train_step(
@@ -144,23 +143,40 @@ def make_eval_loss(model: GPT) -> Callable:
     return eval_loss
 
 
-def make_spectra_fn(
-    model: GPT, tx: optax.GradientTransformation, needs_st: bool, key: jax.Array, top_k: int
+def spectra_capture(
+    model: GPT, tx: optax.GradientTransformation, needs_st: bool, key: jax.Array
 ) -> Callable:
-    """jitted `(state, batch) -> (stats, act_st)`: the update `tx` would apply now, with spectra."""
+    """jit-able `(state, batch) -> captured`: what the spectra need from the device.
 
-    @jax.jit
-    def spectra_fn(state, batch):
+    `captured` = (grads, the update `tx` would apply now, `layers.activation_grams`); `key` is
+    the dropout key. The statistics are left to the host (`layers.spectra_stats`): compiled,
+    their SVDs and power iterations cost several CPU-seconds at every cold start.
+    """
+
+    def capture(state, batch):
         x_BxT, y_BxT = batch
         params = state["params"]
-        _, grads, extra, act_st = grads_and_extras(
+        _, grads, extra, acts = grads_and_extras(
             model, needs_st, params, x_BxT, y_BxT, key, capture=True
         )
         updates, _ = tx.update(grads, state["opt_state"], params, **extra)
-        step_key = jax.random.fold_in(key, state["step"])
-        stats = layers.spectra_stats(
-            params, grads, updates, act_st, model.config, key=step_key, top_k=top_k
-        )
-        return stats, act_st
+        return grads, updates, layers.activation_grams(acts, x_BxT, model.config)
+
+    return capture
+
+
+def make_spectra_fn(
+    model: GPT, tx: optax.GradientTransformation, needs_st: bool, key: jax.Array, top_k: int
+) -> Callable:
+    """`(state, batch) -> (stats, act_st)`: the per-layer spectra of the update `tx` would apply.
+
+    Only `spectra_capture` is jitted; the statistics are numpy on the host. Every process makes
+    the same calls in the same order (one jitted call, then numpy).
+    """
+    capture = jax.jit(spectra_capture(model, tx, needs_st, key))
+
+    def spectra_fn(state, batch):
+        captured = capture(state, batch)
+        return layers.spectra_stats(state["params"], captured, model.config, top_k=top_k)
 
     return spectra_fn

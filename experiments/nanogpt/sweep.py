@@ -170,13 +170,14 @@ def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | No
             FAILED_AT: state[FAILED_AT],
         }
 
-    def spectra_one(run, batch, key, hp):
+    def capture_one(run, batch, key, hp):
         tx = traced_transform(base.optim, hp, total)
-        return step_lib.make_spectra_fn(gpt, tx, needs_st, key, study.spectra_top_k)(run, batch)
+        return step_lib.spectra_capture(gpt, tx, needs_st, key)(run, batch)
 
     # One member at a time (off the hot path): XLA's CPU runtime was seen to hang running the
     # vmapped spectra program (6 gpt_baby members; its power iterations are while loops).
-    spectra_member = jax.jit(spectra_one)
+    # Only the capture is jitted; the statistics are computed on the host (`make_spectra_fn`).
+    capture_member = jax.jit(capture_one)
     widths = layers.activation_widths(mcfg, T)
 
     def gate_check_one(run, batch, key, hp):
@@ -192,7 +193,9 @@ def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | No
         for r in (r for r in range(R) if live[r]):
             member = jax.tree_util.tree_map(lambda a, r=r: a[r], (state["runs"], batches, hyper))
             run, batch, hp = member
-            stats, act_st = spectra_member(run, batch, spectra_keys[r], hp)
+            captured = capture_member(run, batch, spectra_keys[r], hp)
+            stats, act_st = layers.spectra_stats(run["params"], captured, mcfg,
+                                                 top_k=study.spectra_top_k)  # fmt: skip
             if gate_check_member is not None:
                 per_block = gate_check_member(run, batch, dropout_keys[r], hp)
                 log_gate_check(ctx, r, k, per_block)

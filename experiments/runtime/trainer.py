@@ -9,8 +9,8 @@
   checkpoint at step k resumes exactly.
 - `evaluate(state) -> dict`: every `trainer.eval_every` steps and at the end.
 - `spectra(state, k) -> rows`: every `trainer.spectra_every` steps (0 = off), at step 0 of a
-  fresh run and at the end; step 0's while the first steps train
-  (`experiments.runtime.initial_spectra`), so they do not delay the start.
+  fresh run and at the end; step 0's once the first block has run
+  (`experiments.runtime.initial_spectra`), so they do not delay the first step.
 
 Steps count updates, 1..max_steps. `trainer.steps_per_dispatch` steps run as one jitted
 `lax.scan` (`experiments.runtime.step_blocks`; 1 = one plain jitted step per dispatch); blocks end
@@ -29,7 +29,6 @@ interrupted and resumed run writes the same files as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import signal
@@ -45,7 +44,7 @@ import numpy as np
 from experiments import rundir
 from experiments.runtime import step_blocks, throughput
 from experiments.runtime.checkpoint import Checkpoints, abstract_with_sharding, restore_for_run
-from experiments.runtime.initial_spectra import InitialSpectra
+from experiments.runtime.initial_spectra import log_initial_spectra
 from experiments.runtime.mesh import (
     batch_sharded,
     check_batch_divisible,
@@ -185,7 +184,7 @@ def train(
     target = abstract_with_sharding(jax.eval_shape(init), state_sharding)
     ckpts = Checkpoints(ctx.dir / rundir.CHECKPOINT_DIR, keep=cfg.keep_ckpts,
                         async_save=cfg.async_checkpointing)  # fmt: skip
-    first: InitialSpectra | None = None  # step 0's spectra, while the first steps run
+    step0_state = None  # a second initial state: step 0's spectra, after the first block
     try:
         restored = restore_for_run(ckpts, cfg.resume, target, seed=ctx.cfg.seed)
         start = 0 if restored is None else restored[1]
@@ -235,11 +234,8 @@ def train(
         # Step 0's spectra are taken once training runs (`initial_spectra`), from a second
         # initial state: the first is donated to the first block.
         if start == 0 and spectra_every:
-            # Not in a worker thread: two XLA:CPU programs in flight at once (the first block
-            # and the step-0 spectra) deadlocked a vmapped sweep, both waiting in device_get.
-            first = InitialSpectra(spectra, init_state(), ctx, background=False)
-            first_call["spectra"] = False  # its compile is timed (or overlapped) below
-        log_metrics = first.log_metrics if first is not None else ctx.log_metrics
+            step0_state = init_state()
+            first_call["spectra"] = False  # its compile is timed below
 
         last_train: dict[str, Any] = {}
         last_eval: dict[str, Any] = {}
@@ -267,7 +263,7 @@ def train(
                 last_train = {**row, **timing}
                 loss = row.get(loss_key)
                 if not _is_finite(loss) or cfg.due(cfg.log_every, k):
-                    log_metrics(k, last_train)
+                    ctx.log_metrics(k, last_train)
                 if not _is_finite(loss):
                     progress.update(i + 1)
                     raise NonFiniteLossError(k, loss, loss_key, ckpts.last_saved())
@@ -294,15 +290,17 @@ def train(
         cadences = (cfg.eval_every, cfg.ckpt_every, spectra_every)
 
         def reached_training(progress) -> None:
-            """The first block is running: note the start-up time, begin step 0's spectra."""
+            """The first block is running: note the start-up time, log step 0's spectra."""
+            nonlocal step0_state
             seconds = throughput.seconds_since_process_start()
             if seconds is not None and hasattr(ctx, "record_entry"):
                 ctx.record_entry("startup", {"first_step_s": round(seconds, 3)})
-            if first is not None:
+            if step0_state is not None:
                 jax.block_until_ready(state)  # the first block done: one program at a time
                 began = time.perf_counter()
-                first.start()
-                if first.done and hasattr(progress, "exclude"):  # computed here: not training
+                log_initial_spectra(spectra, step0_state, ctx)
+                step0_state = None  # needed by nothing else
+                if hasattr(progress, "exclude"):  # computed here: not training
                     progress.exclude(time.perf_counter() - began)
 
         with _StopSignals() as signals, ctx.progress(cfg.max_steps, "train", start) as progress:
@@ -316,15 +314,11 @@ def train(
                 read_back(progress)  # the previous block's metrics, now that this one is queued
                 ckpts.check()  # a failed background save stops the run now, not at the end
                 in_flight, k = dispatched, k + n
-                if first is not None:
-                    first.poll()
                 signalled = _any_process(signals.signum is not None)  # a collective when multi-host
                 stop = signalled or k == cfg.stop_at_step
                 if not (stop or k == stop_step):
                     continue
                 read_back(progress)
-                if first is not None:  # step 0 is logged before anything of a later step
-                    first.settle()
                 if spectra_every and cfg.due(spectra_every, k):
                     ctx.log_spectra(k, call_once_timed("spectra", spectra, state, k,
                                                        progress=progress))  # fmt: skip
@@ -343,15 +337,8 @@ def train(
                     cause = "another process was signalled" if elsewhere else None
                     raise TrainingInterrupted(k, signals.signum, cause)
             read_back(progress)
-            if first is not None:
-                first.settle()
         if evaluate is not None and not last_eval:  # resumed at max_steps: nothing ran
             last_eval = _to_host(evaluate(state))
         return TrainResult(state=state, metrics={**last_train, **last_eval}, step=cfg.max_steps)
-    except BaseException:
-        if first is not None:  # log step 0 and the held rows before the error goes up
-            with contextlib.suppress(Exception):
-                first.settle()
-        raise
     finally:
         ckpts.close()
