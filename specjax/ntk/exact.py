@@ -65,7 +65,7 @@ def exact_ntk(
 
     n = x.shape[0]
     x_blocks, b = features.padded_blocks(x, block_size)
-    num_blocks = x_blocks.shape[0]
+    num_blocks = len(x_blocks)
     block_bytes = b * v_rxc.shape[0] * theta.size * 4
     cache_capacity = cache_bytes // block_bytes
     cache: dict[int, jax.Array] = {}

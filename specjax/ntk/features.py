@@ -17,11 +17,12 @@ with a random v is an unbiased estimate of the "trace" kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 OUTPUT_CONVENTIONS = ("trace", "logit", "probe")
@@ -30,10 +31,13 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def check_inputs(x: Any, name: str = "x") -> jax.Array:
-    """A non-empty batch with a leading example axis, as a float array."""
+    """A non-empty batch with a leading example axis. A numpy array stays on the host (it is
+    sent to the device one block at a time: at n = 50,000 CIFAR-shaped inputs a device copy
+    would add 0.6 GB); anything else array-like becomes a JAX array."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise ValueError(f"{name} must be an array with a leading batch axis, got {type(x)}")
-    x = jnp.asarray(x)
+    if not isinstance(x, np.ndarray | jax.Array):
+        x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must be a non-empty batch (shape (n, ...), n ≥ 1), got {x.shape}")
     return x
@@ -109,15 +113,32 @@ def probed_gradients_fn(
     return jax.vmap(per_example, in_axes=(None, 0, None))
 
 
-def padded_blocks(x: jax.Array, block_size: int) -> tuple[jax.Array, int]:
-    """x reshaped to (num_blocks, block, ...), padding by repeating the last row.
+def padded_blocks(x: Any, block_size: int) -> tuple[Blocks, int]:
+    """x as a sequence of (block, ...) slices, the last padded by repeating the last row.
 
-    Every block then has one shape, so the jitted block function compiles once.
+    Every block then has one shape, so the jitted block function compiles once. Blocks are
+    sliced when asked for, so no padded copy of all of x is ever made.
     """
     n = x.shape[0]
     b = min(block_size, n)
-    num_blocks = -(-n // b)
-    pad = num_blocks * b - n
-    if pad:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
-    return x.reshape((num_blocks, b, *x.shape[1:])), b
+    return Blocks(x, b), b
+
+
+class Blocks(Sequence):
+    """The blocks of `padded_blocks`: block i is rows [i·b, (i+1)·b) of x, padded if short."""
+
+    def __init__(self, x: Any, block: int):
+        self._x, self._block = x, block
+
+    def __len__(self) -> int:
+        return -(-self._x.shape[0] // self._block)
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(f"block {i} of {len(self)}")
+        rows = self._x[i * self._block : (i + 1) * self._block]
+        pad = self._block - rows.shape[0]
+        if pad:
+            xp = np if isinstance(rows, np.ndarray) else jnp
+            rows = xp.concatenate([rows, xp.repeat(rows[-1:], pad, axis=0)], axis=0)
+        return rows

@@ -151,8 +151,8 @@ def sketch_gradients(
     n = x.shape[0]
     x_blocks, b = features.padded_blocks(x, block_size)
     # Filled block by block: the n·M·R·s floats are held once (no list + concatenate copy).
-    z = np.empty((m, x_blocks.shape[0] * b, r * s), np.float32)
-    d = np.empty((m, x_blocks.shape[0] * b), np.float32)
+    z = np.empty((m, len(x_blocks) * b, r * s), np.float32)
+    d = np.empty((m, len(x_blocks) * b), np.float32)
     for i, x_b in enumerate(x_blocks):
         z_b, d_b = block_sketch(x_b)
         z[:, i * b : (i + 1) * b], d[:, i * b : (i + 1) * b] = np.asarray(z_b), np.asarray(d_b)
