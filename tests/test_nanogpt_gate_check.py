@@ -15,6 +15,7 @@ from experiments.nanogpt import step as step_lib
 from experiments.nanogpt.model import GPT, GPTConfig
 from experiments.optimizers import AdamWConfig, GatedSpectralConfig
 from specjax.optim.labels import path_str
+from tests._tiny import tiny_nanogpt
 
 TINY = dict(vocab_size=13, context_length=8, num_layers=2, num_heads=2, width=8)
 
@@ -98,13 +99,10 @@ def test_gate_check_needs_the_gated_optimizer():
 
 
 # --- a vmapped sweep of the gated optimizer: each member's gate check in its own run dir -------
-SWEEP_TINY = [
-    "+exp=nanogpt_gated", "trainer.progress=off", "data=stdlib_source", "model.num_layers=1",
-    "model.width=16", "model.num_heads=2", "model.context_length=8", "study.batch_size=4",
-    "study.eval_batches=2", "study.full_eval_windows=2048", "trainer.max_steps=4",
-    "optim.warmup_steps=1", "trainer.eval_every=2", "trainer.spectra_every=2",
-    "trainer.ckpt_every=0", "trainer.log_every=1", "trainer.async_checkpointing=false",
-]  # fmt: skip
+SWEEP_TINY = tiny_nanogpt("gated", {"study.eval_batches": 2, "study.full_eval_windows": 2048,
+    "trainer.max_steps": 4, "optim.warmup_steps": 1, "trainer.eval_every": 2,
+    "trainer.spectra_every": 2, "trainer.ckpt_every": 0, "trainer.log_every": 1,
+    "trainer.async_checkpointing": "false"})  # fmt: skip
 
 
 @pytest.mark.slow  # ~40 s on a quiet 2-core CPU (a 2-member gated sweep and a separate run)

@@ -11,17 +11,15 @@ import pandas as pd
 import pytest
 
 from experiments.nanogpt import figures, gate_figures
+from tests._tiny import tiny_nanogpt
 
 SPECTRA_FIGURES = ("activation_stable_rank", "gradient_nuclear_rank", "ratio_heatmap",
                    "weight_spectral_norm")  # fmt: skip
 DRAWN = ("loss", "gate_choices", "muon_ablation")
-TINY_NO_SPECTRA = [
-    "+exp=nanogpt_gated", "trainer.progress=off", "data=stdlib_source", "model.num_layers=1",
-    "model.width=16", "model.num_heads=2", "model.context_length=8", "study.batch_size=4",
-    "study.eval_batches=2", "study.full_eval=false", "trainer.max_steps=4",
-    "optim.warmup_steps=1", "trainer.eval_every=2", "trainer.spectra_every=0",
-    "trainer.ckpt_every=0", "trainer.log_every=1", "trainer.log_throughput=false",
-]  # fmt: skip
+TINY_NO_SPECTRA = tiny_nanogpt("gated", {"study.eval_batches": 2, "study.full_eval": "false",
+    "trainer.max_steps": 4, "optim.warmup_steps": 1, "trainer.eval_every": 2,
+    "trainer.spectra_every": 0, "trainer.ckpt_every": 0, "trainer.log_every": 1,
+    "trainer.log_throughput": "false"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")

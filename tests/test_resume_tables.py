@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from experiments import rundir
+from tests._tiny import tiny_nanogpt
 from tests.test_epath_rundir import bucket  # noqa: F401  (the in-memory gs:// fixture)
 
 pytest.importorskip("pyarrow")
@@ -142,14 +143,10 @@ def test_a_bucket_run_directory_truncates_its_tables_like_a_local_one(tmp_path):
 
 
 # --- end to end: a tiny gated NanoGPT run, killed between a gate check and its checkpoint ------
-TINY = [
-    "+exp=nanogpt_gated", "trainer.progress=off", "data=stdlib_source", "model.num_layers=1",
-    "model.width=16", "model.num_heads=2", "model.context_length=8", "study.batch_size=4",
-    "study.eval_batches=2", "study.full_eval=false", "trainer.max_steps=6",
-    "optim.warmup_steps=1", "trainer.eval_every=2", "trainer.spectra_every=2",
-    "trainer.ckpt_every=2", "trainer.log_every=1", "trainer.async_checkpointing=false",
-    "trainer.log_throughput=false",
-]  # fmt: skip
+TINY = tiny_nanogpt("gated", {"study.eval_batches": 2, "study.full_eval": "false",
+    "trainer.max_steps": 6, "optim.warmup_steps": 1, "trainer.eval_every": 2,
+    "trainer.spectra_every": 2, "trainer.ckpt_every": 2, "trainer.log_every": 1,
+    "trainer.async_checkpointing": "false", "trainer.log_throughput": "false"})  # fmt: skip
 
 
 @pytest.mark.slow  # ~19 s on the loaded 2-core CPU (three tiny runs)

@@ -29,15 +29,13 @@ from experiments.nanogpt import figures
 from experiments.runtime import wandb_mirror
 from experiments.studies import _figures, quickstart
 from tests._runs import run_experiment
+from tests._tiny import tiny_nanogpt
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TINY = [
-    "+exp=nanogpt_muon", "data=stdlib_source", "model.num_layers=2", "model.width=16",
-    "model.num_heads=2", "model.context_length=8", "study.batch_size=4", "study.eval_batches=2",
-    "study.full_eval=false", "trainer.max_steps=4", "optim.warmup_steps=1",
-    "trainer.eval_every=2", "trainer.spectra_every=2", "trainer.ckpt_every=2",
-    "trainer.progress=off", "logger=wandb", "logger.mode=offline",
-]  # fmt: skip
+TINY = tiny_nanogpt("muon", {"model.num_layers": 2, "study.eval_batches": 2, "study.full_eval":
+    "false", "trainer.max_steps": 4, "optim.warmup_steps": 1, "trainer.eval_every": 2,
+    "trainer.spectra_every": 2, "trainer.ckpt_every": 2, "logger": "wandb", "logger.mode":
+    "offline"})  # fmt: skip
 
 
 class FakeRun:

@@ -14,18 +14,16 @@ from experiments.rundir import load_run
 from experiments.runtime import compile_cache, progress, step_blocks, throughput
 from experiments.runtime.trainer import TrainingInterrupted
 from tests._runs import run_experiment
+from tests._tiny import tiny_nanogpt
 
 QUICK = ["+exp=quickstart", "trainer.max_steps=14", "trainer.log_every=1", "trainer.eval_every=5",
          "trainer.ckpt_every=0", "trainer.spectra_every=0", "trainer.progress=off",
          "trainer.async_checkpointing=false"]  # fmt: skip
-TINY_GPT = [
-    "+exp=nanogpt_adamw", "data=stdlib_source", "model.num_layers=1", "model.width=16",
-    "model.num_heads=2", "model.context_length=8", "study.batch_size=4", "study.eval_batches=1",
-    "study.full_eval=false", "study.save_params=false", "trainer.max_steps=6",
-    "optim.warmup_steps=2", "trainer.eval_every=3", "trainer.spectra_every=0",
-    "trainer.ckpt_every=0", "trainer.log_every=1", "trainer.progress=off",
-    "trainer.steps_per_dispatch=3", "trainer.peak_flops=1e9", "trainer.async_checkpointing=false",
-]  # fmt: skip
+TINY_GPT = tiny_nanogpt("adamw", {"study.eval_batches": 1, "study.full_eval": "false",
+    "study.save_params": "false", "trainer.max_steps": 6, "optim.warmup_steps": 2,
+    "trainer.eval_every": 3, "trainer.spectra_every": 0, "trainer.ckpt_every": 0,
+    "trainer.log_every": 1, "trainer.steps_per_dispatch": 3, "trainer.peak_flops": "1e9",
+    "trainer.async_checkpointing": "false"})  # fmt: skip
 
 
 def test_blocks_of_steps_give_the_losses_of_one_step_per_dispatch(tmp_path):

@@ -14,14 +14,12 @@ from experiments.config import compose
 from experiments.runtime.trainer import TrainingInterrupted
 from experiments.runtime.vmap_sweep import MembersFailed, execute_sweep
 from tests._runs import run_experiment
+from tests._tiny import tiny_nanogpt
 
-TINY = [
-    "+exp=nanogpt_muon", "trainer.progress=off", "data=stdlib_source", "model.num_layers=1",
-    "model.width=16", "model.num_heads=2", "model.context_length=8", "study.batch_size=4",
-    "study.eval_batches=2", "study.full_eval_windows=2048", "trainer.max_steps=4",
-    "optim.warmup_steps=1", "trainer.eval_every=2", "trainer.spectra_every=0",
-    "trainer.ckpt_every=0", "trainer.log_every=1", "trainer.async_checkpointing=false",
-]  # fmt: skip
+TINY = tiny_nanogpt("muon", {"study.eval_batches": 2, "study.full_eval_windows": 2048,
+    "trainer.max_steps": 4, "optim.warmup_steps": 1, "trainer.eval_every": 2,
+    "trainer.spectra_every": 0, "trainer.ckpt_every": 0, "trainer.log_every": 1,
+    "trainer.async_checkpointing": "false"})  # fmt: skip
 
 
 def sweep(run_dir, grid, overrides=()):
@@ -149,6 +147,7 @@ def test_gated_lr_and_spectral_scale_members_equal_separate_runs(tmp_path):
     execute_sweep(compose(gated), tmp_path / "sweep", gated, grid)
     run_experiment(tmp_path / "single", [*gated, "optim.lr=3e-3", "optim.spectral_scale=2.0"])
     assert_same_metrics(tmp_path / "sweep" / "runs" / "1", tmp_path / "single")
+
     def losses(run_dir):
         return [row["loss"] for row in metric_lines(run_dir) if "loss" in row]
 
