@@ -9,8 +9,8 @@
   checkpoint at step k resumes exactly.
 - `evaluate(state) -> dict`: every `trainer.eval_every` steps and at the end.
 - `spectra(state, k) -> rows`: every `trainer.spectra_every` steps (0 = off), at step 0 of a
-  fresh run and at the end; step 0's once the first block has run
-  (`experiments.runtime.initial_spectra`), so they do not delay the first step.
+  fresh run and at the end; step 0's once the first block has run, so they do not delay the
+  first step.
 
 Steps count updates, 1..max_steps. `trainer.steps_per_dispatch` steps run as one jitted
 `lax.scan` (`experiments.runtime.step_blocks`; 1 = one plain jitted step per dispatch); blocks end
@@ -44,7 +44,6 @@ import numpy as np
 from experiments import rundir
 from experiments.runtime import step_blocks, throughput
 from experiments.runtime.checkpoint import Checkpoints, abstract_with_sharding, restore_for_run
-from experiments.runtime.initial_spectra import log_initial_spectra
 from experiments.runtime.mesh import (
     batch_sharded,
     check_batch_divisible,
@@ -231,8 +230,9 @@ def train(
                     progress.exclude(time.perf_counter() - began)
             return out
 
-        # Step 0's spectra are taken once training runs (`initial_spectra`), from a second
-        # initial state: the first is donated to the first block.
+        # Step 0's spectra are taken once training runs (`reached_training`), from a second
+        # initial state made by the same jitted `init` (bitwise equal): the first is donated to
+        # the first block.
         if start == 0 and spectra_every:
             step0_state = init_state()
             first_call["spectra"] = False  # its compile is timed below
@@ -296,9 +296,12 @@ def train(
             if seconds is not None and hasattr(ctx, "record_entry"):
                 ctx.record_entry("startup", {"first_step_s": round(seconds, 3)})
             if step0_state is not None:
-                jax.block_until_ready(state)  # the first block done: one program at a time
+                # After the first block has finished, in the main thread: two XLA:CPU programs in
+                # flight at once (a block and the spectra) deadlocked a vmapped sweep, and several
+                # processes must launch their collectives in the same order.
+                jax.block_until_ready(state)
                 began = time.perf_counter()
-                log_initial_spectra(spectra, step0_state, ctx)
+                ctx.log_spectra(0, spectra(step0_state, 0))
                 step0_state = None  # needed by nothing else
                 if hasattr(progress, "exclude"):  # computed here: not training
                     progress.exclude(time.perf_counter() - began)
