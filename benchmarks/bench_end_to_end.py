@@ -17,7 +17,12 @@ Runs, one after another on the same machine:
    each timed from launch until it dispatches its first training step (the run records that
    moment in `record.json` → "startup"), then killed;
 
-and prints the wall-clock of each, the ratios to nanoGPT, and the issue's goals met or missed:
+With `--rounds R` the whole sequence (nanoGPT first, then ours) is repeated R times, each of ours
+in a fresh cache per round, and every ratio is taken against the nanoGPT run of its own round:
+this machine's speed drifts by up to 20 % over minutes, so interleaved pairs are compared and
+the goals judged on the median of the per-round ratios (all printed).
+
+It prints the wall-clock of each, the ratios to nanoGPT, and the issue's goals met or missed:
 (1) each of ours ≤ 1.0× nanoGPT, (2) a second (warm-cache) start reaches training in ≤ 5 s,
 (3) spectra logging ≤ 5 % of the run's wall-clock, cold and warm. Without a nanoGPT checkout the
 baseline is `benchmarks/torch_gpt_reference.py` run for as many steps (an eager PyTorch GPT of the
@@ -34,6 +39,7 @@ import pathlib
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,12 +79,12 @@ def warmup_steps(iters: int) -> int:
     return 100 if iters > 100 else max(1, iters // 2)
 
 
-def run_nanogpt(checkout, python, iters, work) -> tuple[float, dict]:
-    out_dir = work / "nanogpt_out"
+def run_nanogpt(checkout, python, iters, work, tag="") -> tuple[float, dict]:
+    out_dir = work / f"nanogpt_out{tag}"
     cmd = [python, "train.py", *NANOGPT_ARGS, f"--max_iters={iters}",
            f"--lr_decay_iters={iters}", f"--warmup_iters={warmup_steps(iters)}",
            f"--out_dir={out_dir}"]  # fmt: skip
-    log = work / "nanogpt_train.log"
+    log = work / f"nanogpt_train{tag}.log"
     seconds = timed(cmd, checkout, log)
     text = log.read_text()
     evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", text)
@@ -91,14 +97,14 @@ def run_nanogpt(checkout, python, iters, work) -> tuple[float, dict]:
     }
 
 
-def run_torch_reference(python, iters, work) -> tuple[float, dict]:
+def run_torch_reference(python, iters, work, tag="") -> tuple[float, dict]:
     code = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r})\n"
             "from benchmarks.torch_gpt_reference import make_trainer\n"
             "step = make_trainer(); g = torch.Generator().manual_seed(0)\n"
             f"for _ in range({iters}):\n"
             "    x = torch.randint(0, 65, (12, 64), generator=g)\n"
             "    step(x, torch.roll(x, -1, 1))\n")  # fmt: skip
-    return timed([python, "-c", code], ROOT, work / "torch_reference.log"), {"evals": 0}
+    return timed([python, "-c", code], ROOT, work / f"torch_reference{tag}.log"), {"evals": 0}
 
 
 def ours_cmd(exp: str, data: pathlib.Path, iters: int, run_dir: pathlib.Path, *extra: str):
@@ -156,6 +162,43 @@ def verdict(met: bool) -> str:
     return "MET" if met else "MISSED"
 
 
+def run_round(args, work: pathlib.Path, base: str, tag: str) -> dict[str, tuple[float, dict]]:
+    """One round: the baseline, then each of ours cold (a fresh cache), warm and the extras."""
+    results: dict[str, tuple[float, dict]] = {}
+    if base == "nanogpt":
+        results[base] = run_nanogpt(args.nanogpt, args.torch_python, args.max_iters, work, tag)
+    else:
+        results[base] = run_torch_reference(args.torch_python, args.max_iters, work, tag)
+    for exp in args.exps:  # cold: each in a fresh compilation cache, as a first run would be
+        cache = work / f"cache_{exp}{tag}"
+        results[exp] = run_ours(exp, args.data, args.max_iters, work, f"{exp}{tag}", cache)
+        if args.warm:
+            results[f"{exp}_warm"] = run_ours(exp, args.data, args.max_iters, work,
+                                              f"{exp}_warm{tag}", cache)  # fmt: skip
+    if not args.no_extras:
+        cache = work / f"cache_no_spectra{tag}"
+        results["adamw_no_spectra"] = run_ours("adamw", args.data, args.max_iters, work,
+                                               f"adamw_no_spectra{tag}", cache)  # fmt: skip
+        if args.warm:
+            results["adamw_no_spectra_warm"] = run_ours(
+                "adamw", args.data, args.max_iters, work, f"adamw_no_spectra_warm{tag}", cache
+            )
+    base_s = results[base][0]
+    print(f"\n{args.max_iters} steps, gpt_baby, batch 12×64, round {tag.lstrip('_r') or 1}; "
+          f"load after: {os.getloadavg()}")  # fmt: skip
+    print(f"{'run':<22}{'wall s':>8}{'vs ' + base:>14}{'evals':>7}{'val loss':>10}"
+          f"{'step ms':>9}{'mfu':>8}")  # fmt: skip
+    for name, (seconds, info) in results.items():
+        print(f"{name:<22}{seconds:>8.1f}{seconds / base_s:>13.2f}×{info.get('evals', 0):>7}"
+              f"{info.get('val_loss', float('nan')):>10.4f}"
+              f"{info.get('median_step_ms', float('nan')):>9.1f}"
+              f"{100 * info.get('mfu', float('nan')):>7.1f}%", flush=True)  # fmt: skip
+    print("evals: nanoGPT evaluates at every multiple of 250 including step 0 and trains steps "
+          "0..max_iters; ours evaluates at 250, 500, ... and the last step, then once on the "
+          "whole validation split.")  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("nanogpt", nargs="?", type=pathlib.Path, default=None,
@@ -171,9 +214,13 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true",
                         help="also rerun each of ours with its compilation cache warm")  # fmt: skip
     parser.add_argument("--work", type=pathlib.Path, default=None, help="keep logs and runs here")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat nanoGPT-then-ours this many times (interleaved pairs)")  # fmt: skip
     args = parser.parse_args()
     if args.max_iters < 1:
         parser.error(f"--max-iters must be a positive int, got {args.max_iters}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be a positive int, got {args.rounds}")
     if not args.data.is_file():
         parser.error(f"--data {args.data} not found (Tiny Shakespeare, 1,115,394 chars)")
     if args.nanogpt is not None and not (args.nanogpt / "train.py").is_file():
@@ -182,52 +229,28 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"load before: {os.getloadavg()}; logs in {work}", flush=True)
 
-    results: dict[str, tuple[float, dict]] = {}
     if args.nanogpt is not None:
         prepare_nanogpt(args.nanogpt, args.data, args.torch_python, work)
-        results["nanogpt"] = run_nanogpt(args.nanogpt, args.torch_python, args.max_iters, work)
-        base = "nanogpt"
-    else:
-        results["torch_ref"] = run_torch_reference(args.torch_python, args.max_iters, work)
-        base = "torch_ref"
-    for exp in args.exps:  # cold: each in a fresh compilation cache, as a first run would be
-        results[exp] = run_ours(exp, args.data, args.max_iters, work, exp, work / f"cache_{exp}")
-        if args.warm:
-            results[f"{exp}_warm"] = run_ours(exp, args.data, args.max_iters, work,
-                                              f"{exp}_warm", work / f"cache_{exp}")  # fmt: skip
-    if not args.no_extras:
-        cache = work / "cache_no_spectra"
-        results["adamw_no_spectra"] = run_ours("adamw", args.data, args.max_iters, work,
-                                               "adamw_no_spectra", cache)  # fmt: skip
-        if args.warm:
-            results["adamw_no_spectra_warm"] = run_ours(
-                "adamw", args.data, args.max_iters, work, "adamw_no_spectra_warm", cache
-            )
-
-    base_s = results[base][0]
-    print(f"\n{args.max_iters} steps, gpt_baby, batch 12×64; load after: {os.getloadavg()}")
-    print(f"{'run':<22}{'wall s':>8}{'vs ' + base:>14}{'evals':>7}{'val loss':>10}"
-          f"{'step ms':>9}{'mfu':>8}")  # fmt: skip
-    for name, (seconds, info) in results.items():
-        print(f"{name:<22}{seconds:>8.1f}{seconds / base_s:>13.2f}×{info.get('evals', 0):>7}"
-              f"{info.get('val_loss', float('nan')):>10.4f}"
-              f"{info.get('median_step_ms', float('nan')):>9.1f}"
-              f"{100 * info.get('mfu', float('nan')):>7.1f}%")  # fmt: skip
-    print("evals: nanoGPT evaluates at every multiple of 250 including step 0 and trains steps "
-          "0..max_iters; ours evaluates at 250, 500, ... and the last step, then once on the "
-          "whole validation split.")  # fmt: skip
-    print("\ngoals (issue 16):")
-    for name in results:
+    base = "nanogpt" if args.nanogpt is not None else "torch_ref"
+    rounds = [run_round(args, work, base, "" if args.rounds == 1 else f"_r{r + 1}")
+              for r in range(args.rounds)]  # fmt: skip
+    ratios = {name: [results[name][0] / results[base][0] for results in rounds]
+              for name in rounds[0]}  # fmt: skip
+    if args.rounds > 1:
+        print(f"\nmedian over {args.rounds} rounds of each run's ratio to the {base} run of its "
+              "own round (min–max):")  # fmt: skip
+        for name, values in ratios.items():
+            print(f"  {name:<22}{statistics.median(values):>6.2f}×  "
+                  f"({min(values):.2f}–{max(values):.2f}×)")  # fmt: skip
+    print("\ngoals (issue 16), on the median ratio over rounds:")
+    for name, values in ratios.items():
         if name != base and not name.startswith("adamw_no_spectra"):
-            ratio = results[name][0] / base_s
+            ratio = statistics.median(values)
             print(f"  1. {name}: {ratio:.2f}× {base} (≤ 1.00×): {verdict(ratio <= 1.0)}")
     for suffix in ("", "_warm"):
-        with_spectra, without = (
-            results.get(f"adamw{suffix}"),
-            results.get(f"adamw_no_spectra{suffix}"),
-        )
+        with_spectra, without = ratios.get(f"adamw{suffix}"), ratios.get(f"adamw_no_spectra{suffix}")
         if with_spectra and without:
-            share = 1 - without[0] / with_spectra[0]
+            share = statistics.median(1 - w / s for w, s in zip(without, with_spectra, strict=True))
             print(f"  3. spectra logging (trainer.spectra_every default), "
                   f"{'warm' if suffix else 'cold'}: {100 * share:.1f}% of the AdamW run's "
                   f"wall-clock (≤ 5%): {verdict(share <= 0.05)}")  # fmt: skip

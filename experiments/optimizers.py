@@ -24,6 +24,7 @@ import optax
 
 import specjax.optim as so
 from experiments.config import check_choice, check_positive_int
+from specjax.linalg.polar import NS_FORMS
 from specjax.optim.labels import is_hidden_kernel, key_name
 from specjax.optim.spectra import ALPHAS as SPECTRA_ALPHAS
 
@@ -201,6 +202,9 @@ class MuonConfig(OptimizerConfig):
     nesterov: bool = True
     method: str = "newton_schulz"  # newton_schulz | polar_express | svd
     iters: int = 5
+    # standard | gram | auto. auto: Newton–Schulz on the Gram matrix where that needs fewer
+    # FLOPs (aspect ≥ ~2): 28 % fewer on gpt_baby's hidden matrices, same result to 3e-6.
+    ns_form: str = "auto"
     scaling: str | None = "muon"  # muon | rms | spectral | None
     adam_lr: float | None = None  # peak of the AdamW group's schedule; None = lr
     adam_b1: float = 0.9
@@ -215,14 +219,14 @@ class MuonConfig(OptimizerConfig):
     counts = ("iters",)
     choices: ClassVar[dict[str, tuple]] = {
         **OptimizerConfig.choices, "method": POLAR_METHODS, "scaling": so.SCALINGS,
-        "spectral_blocks": tuple(MUON_BLOCKS),
+        "spectral_blocks": tuple(MUON_BLOCKS), "ns_form": NS_FORMS,
     }  # fmt: skip
 
     def transform(self, lr, total_steps):
         adam_lr = None if self.adam_lr is None else self.learning_rate(total_steps, self.adam_lr)
         return so.muon(
             lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay,
-            method=self.method, iters=self.iters, scaling=self.scaling,
+            method=self.method, iters=self.iters, ns_form=self.ns_form, scaling=self.scaling,
             adam_learning_rate=adam_lr, adam_b1=self.adam_b1, adam_b2=self.adam_b2,
             adam_eps=self.adam_eps, adam_weight_decay=self.adam_weight_decay,
             label_fn=muon_block_labels(self.spectral_blocks),

@@ -13,13 +13,15 @@ need a declared view `reshape=`: "conv" ((*window, c_in, c_out) → (prod(window
 Public API (signatures with defaults)
 -------------------------------------
 scale_by_polar(*, method="newton_schulz", iters=5, orthogonalizer=None, ns_dtype=None,
-               eps=1e-7, scaling="muon", reshape=None, track_stats=True,
+               ns_form="standard", eps=1e-7, scaling="muon", reshape=None, track_stats=True,
                mesh=None, stack_axis=None) -> GradientTransformation
     U ↦ s(fan_in, fan_out) · polar(U) per matrix; same-shaped matrices orthogonalized in one
     batched call. scaling: "muon" √max(1, fan_out/fan_in) | "rms" 0.2·√max(fan_in, fan_out)
     (Moonlight, matches AdamW's update RMS) | "spectral" √(fan_out/fan_in) (μP) | None (1).
     method: "newton_schulz" (Muon quintic) | "polar_express" | "svd"; `orthogonalizer`
     (any (..., m, n) -> (..., m, n) callable) overrides it. Vectors / scalars pass unchanged.
+    ns_form: "standard" | "gram" (Newton–Schulz on the Gram matrix, restarted every 3
+    iterations) | "auto" (Gram where it needs fewer FLOPs): see `specjax.polar`.
     State `ScaleByPolarState.nuclear_rank`: {path: nr estimate ⟨U, polar(U)⟩²/‖U‖_F² per matrix}.
 
 muon(learning_rate, ns_coeffs=None, ns_steps=None, beta=None, eps=1e-8, weight_decay=0.0,
@@ -27,7 +29,7 @@ muon(learning_rate, ns_coeffs=None, ns_steps=None, beta=None, eps=1e-8, weight_d
      preconditioning="frobenius", adam_b1=0.9, adam_b2=0.95, adam_eps_root=0.0,
      adam_weight_decay=None, adam_learning_rate=None, muon_weight_dimension_numbers=None,
      consistent_rms=None, momentum=None, method=None, iters=None, scaling="muon",
-     ns_dtype=None, adam_eps=None, adam_nesterov=False, label_fn=None, reshape=None,
+     ns_dtype=None, ns_form="standard", adam_eps=None, adam_nesterov=False, label_fn=None, reshape=None,
      mesh=None, stack_axis=None, track_stats=True)
     -> GradientTransformation
     Hidden matrices (label "muon"): momentum (Nesterov) → scale_by_polar → decoupled weight

@@ -144,6 +144,7 @@ def muon(
     iters: int | None = None,
     scaling: str | compat.Unset | None = compat.UNSET,
     ns_dtype=None,
+    ns_form: str = "standard",
     adam_eps: float | None = None,
     adam_nesterov: bool = False,
     label_fn=None,
@@ -175,6 +176,8 @@ def muon(
     `adam_learning_rate` None → `learning_rate`; `adam_weight_decay` None → `weight_decay`,
     applied to Adam leaves of ndim ≥ 2 only (0 on vectors: norm scales, biases).
     adam_nesterov: NAdam in the Adam group (optax ties it to `nesterov`). mu_dtype: both groups.
+    ns_form: how Newton–Schulz iterates ("standard", optax's and Keller Jordan's; "gram" on the
+    Gram matrix with restarts; "auto": Gram where it needs fewer FLOPs). See `specjax.polar`.
     The returned state's `inner_states["muon"]` holds `ScaleByPolarState.nuclear_rank`.
     Defaults that differ from optax: see the module docstring.
     """
@@ -212,7 +215,7 @@ def muon(
         table = compat.coefficient_table(ns_coeffs, iters)
 
         def orthogonalizer(x):
-            return newton_schulz(x, table, dtype=ns_dtype, eps=ns_eps)
+            return newton_schulz(x, table, dtype=ns_dtype, eps=ns_eps, form=ns_form)
 
         method = "newton_schulz"
     _validate.check_choice("scaling", scaling, SCALINGS)
@@ -248,6 +251,7 @@ def muon(
         iters=iters,
         orthogonalizer=orthogonalizer,
         ns_dtype=ns_dtype,
+        ns_form=ns_form,
         eps=ns_eps,
         scaling=None,  # the shape rule is applied after the optional dual-norm factor
         reshape=reshape,

@@ -23,6 +23,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from specjax.linalg import polar
+from specjax.linalg.polar import NS_FORMS
 from specjax.optim import _validate
 from specjax.optim._matrices import (
     from_matrices,
@@ -62,12 +63,12 @@ def shape_scale(fan_in: int, fan_out: int, scaling: str | None) -> float:
 
 
 def make_orthogonalizer(
-    method: str, iters: int, ns_dtype, eps: float
+    method: str, iters: int, ns_dtype, eps: float, ns_form: str = "standard"
 ) -> Callable[[jax.Array], jax.Array]:
-    """(..., m, n) -> polar factor with `specjax.polar`'s `method` and `iters` iterations."""
+    """(..., m, n) -> polar factor with `specjax.polar`'s `method`, `iters` and `form`."""
 
     def orthogonalize(x):
-        return polar(x, method=method, iters=iters, dtype=ns_dtype, eps=eps)
+        return polar(x, method=method, iters=iters, dtype=ns_dtype, eps=eps, form=ns_form)
 
     return orthogonalize
 
@@ -106,6 +107,7 @@ def scale_by_polar(
     iters: int = 5,
     orthogonalizer: Callable[[jax.Array], jax.Array] | None = None,
     ns_dtype=None,
+    ns_form: str = "standard",
     eps: float = 1e-7,
     scaling: str | None = "muon",
     reshape=None,
@@ -117,16 +119,18 @@ def scale_by_polar(
 
     `reshape` declares how leaves of ndim > 2 are matrices ("conv", "stack", "vector"; a tree or
     `params -> tree` of these, or one name for all). A zero update gives a zero update (eps in
-    the normalization), never NaN.
+    the normalization), never NaN. `ns_form`: `specjax.polar`'s `form` ("standard" | "gram" |
+    "auto": the Gram form where it needs fewer FLOPs).
     """
     _validate.check_choice("method", method, METHODS)
     _validate.check_iters("iters", iters)
     _validate.check_choice("scaling", scaling, SCALINGS)
+    _validate.check_choice("ns_form", ns_form, NS_FORMS)
     _validate.check_callable_or_none("orthogonalizer", orthogonalizer)
     _validate.check_positive("eps", eps)
     if mesh is not None and stack_axis is not None and stack_axis not in mesh.axis_names:
         raise ValueError(f"stack_axis={stack_axis!r} is not an axis of mesh {mesh.axis_names}")
-    ortho = orthogonalizer or make_orthogonalizer(method, iters, ns_dtype, eps)
+    ortho = orthogonalizer or make_orthogonalizer(method, iters, ns_dtype, eps, ns_form)
 
     def init_fn(params):
         views = resolve_views(params, reshape)
