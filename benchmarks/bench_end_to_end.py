@@ -215,7 +215,7 @@ def main() -> None:
                         help="also rerun each of ours with its compilation cache warm")  # fmt: skip
     parser.add_argument("--work", type=pathlib.Path, default=None, help="keep logs and runs here")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat nanoGPT-then-ours this many times (interleaved pairs)")  # fmt: skip
+                        help="repeat nanoGPT, then ours, this many times")  # fmt: skip
     args = parser.parse_args()
     if args.max_iters < 1:
         parser.error(f"--max-iters must be a positive int, got {args.max_iters}")
@@ -248,7 +248,8 @@ def main() -> None:
             ratio = statistics.median(values)
             print(f"  1. {name}: {ratio:.2f}× {base} (≤ 1.00×): {verdict(ratio <= 1.0)}")
     for suffix in ("", "_warm"):
-        with_spectra, without = ratios.get(f"adamw{suffix}"), ratios.get(f"adamw_no_spectra{suffix}")
+        with_spectra = ratios.get(f"adamw{suffix}")
+        without = ratios.get(f"adamw_no_spectra{suffix}")
         if with_spectra and without:
             share = statistics.median(1 - w / s for w, s in zip(without, with_spectra, strict=True))
             print(f"  3. spectra logging (trainer.spectra_every default), "

@@ -4,6 +4,7 @@
     python benchmarks/bench_linalg.py --quick   # 512×512, seconds
     python benchmarks/bench_linalg.py --only spectral_norm   # just the σ_max rows
     python benchmarks/bench_linalg.py --only randomized_svd  # rsvd vs jnp svd and sklearn
+    python benchmarks/bench_linalg.py --only polar_forms     # Gram vs standard Newton–Schulz
 
 Prints one table: median wall time, the reference's time, the ratio, the accuracy, and
 the goal from issue 2. References: jnp.linalg.svd, numpy.linalg.svd,
@@ -29,7 +30,7 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the repo root, when specjax is not
 from timing import time_fn  # noqa: E402
 
 import specjax as sj  # noqa: E402
-from specjax.linalg import MUON_QUINTIC  # noqa: E402
+from specjax.linalg import MUON_QUINTIC, newton_schulz  # noqa: E402
 
 
 def decaying_matrix(n: int, seed: int = 0, decay: str = "exp") -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +146,40 @@ def spectral_norm_rows(x, sigma, gauss, t_svd: float, reps: int) -> list[tuple]:
     return rows
 
 
+GPT_BABY_GROUPS = ((4, 128, 384), (4, 128, 128), (4, 128, 512), (4, 512, 128))
+
+
+def polar_form_rows(n: int, reps: int) -> list[tuple]:
+    """Newton–Schulz (Muon quintic, 5 iterations) in the Gram form (restarted) and "auto",
+    against the standard form: gpt_baby's four stacked shape groups (what Muon orthogonalizes
+    each step of `+exp=nanogpt_muon`) and an n/4 × n matrix."""
+    table = (MUON_QUINTIC,) * 5
+    rng = np.random.default_rng(3)
+    cases = {
+        "gpt_baby's 4 groups": [rng.standard_normal(s).astype(np.float32) for s in GPT_BABY_GROUPS],
+        f"{n // 4}×{n}": [rng.standard_normal((n // 4, n)).astype(np.float32)],
+    }
+    rows = []
+    for name, arrays in cases.items():
+        arrays = [jnp.asarray(a) for a in arrays]
+
+        def form_fn(form):
+            return jax.jit(lambda xs: [newton_schulz(x, table, form=form) for x in xs])
+
+        standard = form_fn("standard")
+        t_standard = time_fn(standard, arrays, repeats=reps)
+        reference = standard(arrays)
+        rows.append((f"NS standard, {name}", t_standard, None, None, "", "reference"))
+        for form in ("gram", "auto"):
+            fn = form_fn(form)
+            t = time_fn(fn, arrays, repeats=reps)
+            pairs = zip(fn(arrays), reference, strict=True)
+            diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in pairs)
+            rows.append((f"NS {form}, {name}", t, t_standard, t_standard / t,
+                         f"max|Δ| {diff:.0e}", "ratio > 1"))  # fmt: skip
+    return rows
+
+
 def uptime() -> str:
     """The machine's load averages (1, 5, 15 min), to read the timings against."""
     try:
@@ -172,7 +207,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--only",
-        choices=("spectral_norm", "randomized_svd"),
+        choices=("spectral_norm", "randomized_svd", "polar_forms"),
         help="run only these rows (plus the SVD reference)",
     )
     args = parser.parse_args()
@@ -186,6 +221,10 @@ def main() -> None:
     x = jnp.asarray(x_np)
     gauss = jnp.asarray(np.random.default_rng(1).standard_normal((n, n)).astype(np.float32))
     rows = []
+    if args.only == "polar_forms":
+        print_table(polar_form_rows(n, reps))
+        print(f"# load: {uptime()}")
+        return
     if args.only:
         # the full SVD takes tens of seconds under load: compile ahead, time two calls
         svd_once = jax.jit(lambda a: jnp.linalg.svd(a, full_matrices=False)).lower(x).compile()

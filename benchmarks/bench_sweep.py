@@ -2,12 +2,16 @@
 
     python benchmarks/bench_sweep.py                      # 6 gpt_baby runs of 2000 steps
     python benchmarks/bench_sweep.py --max-steps 200      # a quick look
+    python benchmarks/bench_sweep.py --sweep-devices 1,2  # the sweep also on 2 CPU devices
 
 Both sides are the real command line, timed end to end as subprocesses, back to back in this
 script: six `python -m experiments.run +exp=nanogpt_muon seed=S optim.lr=LR` runs in a row,
 then one `python -m experiments.run +exp=nanogpt_muon sweep.seed='[...]' sweep.optim.lr='[...]'`.
 Every run keeps the experiment's evaluations, spectra and checkpoints. Afterwards each member's
 final val_loss is checked against its separate run (they should agree to float rounding).
+`--sweep-devices 1,2` times the sweep once per count of XLA host devices
+(`--xla_force_host_platform_device_count`), its runs axis sharded over them: on a CPU that
+splits the runs between the cores as whole programs instead of splitting each matmul.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def run_command(args: list[str], run_dir: pathlib.Path) -> float:
+def run_command(args: list[str], run_dir: pathlib.Path, host_devices: int | None = None) -> float:
     """Wall-clock seconds of `python -m experiments.run ARGS hydra.run.dir=RUN_DIR`."""
     command = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={run_dir}",
                "trainer.progress=off"]  # fmt: skip
+    env = dict(os.environ)
+    if host_devices is not None:
+        flag = f"--xla_force_host_platform_device_count={host_devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -76,9 +84,17 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="1e-3,2e-3")
     parser.add_argument("--max-steps", type=int, default=None, help="default: the experiment's")
     parser.add_argument("--out", default=None, help="directory for the runs (default: a temp dir)")
+    parser.add_argument("--sweep-devices", default="1",
+                        help="comma-separated XLA host device counts for the sweep")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more overrides for every run")
     args = parser.parse_args(argv)
     seeds, lrs = args.seeds.split(","), args.lrs.split(",")
+    try:
+        device_counts = [int(n) for n in args.sweep_devices.split(",")]
+    except ValueError:
+        parser.error(f"--sweep-devices must be comma-separated ints, got {args.sweep_devices!r}")
+    if any(n < 1 for n in device_counts):
+        parser.error(f"--sweep-devices must be positive, got {args.sweep_devices!r}")
     common = [f"+exp={args.exp}", *args.overrides]
     if args.max_steps is not None:
         common.append(f"trainer.max_steps={args.max_steps}")
@@ -95,13 +111,15 @@ def main(argv=None) -> int:
             sequential += seconds
             singles.append(run_dir)
     grid = [f"sweep.seed=[{args.seeds}]", f"sweep.optim.lr=[{args.lrs}]"]
-    vmapped = run_command([*common, *grid], out / "sweep")
-    print(f"sequential: {sequential:.1f} s   vmapped sweep: {vmapped:.1f} s   "
-          f"ratio {vmapped / sequential:.2f} (goal <= 0.5)")  # fmt: skip
-    worst = max(abs(final_val_loss(s) - final_val_loss(out / "sweep" / "runs" / str(k)))
-                for k, s in enumerate(singles))  # fmt: skip
-    report_where_the_time_goes(singles, out / "sweep", sequential, vmapped)
-    print(f"largest |val_loss(member) - val_loss(separate run)|: {worst:.2e}")
+    for count in device_counts:
+        sweep_dir = out / ("sweep" if count == 1 else f"sweep_{count}dev")
+        vmapped = run_command([*common, *grid], sweep_dir, host_devices=count)
+        print(f"\nsweep on {count} host device(s): sequential {sequential:.1f} s   vmapped "
+              f"{vmapped:.1f} s   ratio {vmapped / sequential:.2f} (goal <= 0.5)")  # fmt: skip
+        worst = max(abs(final_val_loss(s) - final_val_loss(sweep_dir / "runs" / str(k)))
+                    for k, s in enumerate(singles))  # fmt: skip
+        report_where_the_time_goes(singles, sweep_dir, sequential, vmapped)
+        print(f"largest |val_loss(member) - val_loss(separate run)|: {worst:.2e}", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
     return 0
 

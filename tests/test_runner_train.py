@@ -9,6 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import specjax
 from experiments.plot import plot_runs
 from experiments.rundir import RunDirectoryConflict, load_run, load_runs
 from experiments.runtime.trainer import NonFiniteLossError, TrainingInterrupted
@@ -52,6 +53,8 @@ def test_end_to_end_writes_the_record(reference):
     record = json.loads((run_dir / "record.json").read_text())
     assert set(record["started"]["git"]) == {"sha", "dirty"}
     assert record["packages"]["jax"] and record["devices"]["device_count"] >= 1
+    # the version of the code that ran, not an editable install's stale metadata
+    assert record["packages"]["specjax"] == specjax.__version__
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     # the loss falls from the untrained value ½·E‖xW*‖² ≈ K/2 = 2 towards the noise floor
     run_ = load_run(run_dir)

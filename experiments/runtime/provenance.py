@@ -57,6 +57,11 @@ def environment() -> dict[str, Any]:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
+    # An editable install keeps the metadata of the version it was installed at; the code that
+    # ran is the imported package's (its git state is in "started").
+    import specjax
+
+    packages["specjax"] = specjax.__version__
     devices = {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],

@@ -29,8 +29,8 @@ muon(learning_rate, ns_coeffs=None, ns_steps=None, beta=None, eps=1e-8, weight_d
      preconditioning="frobenius", adam_b1=0.9, adam_b2=0.95, adam_eps_root=0.0,
      adam_weight_decay=None, adam_learning_rate=None, muon_weight_dimension_numbers=None,
      consistent_rms=None, momentum=None, method=None, iters=None, scaling="muon",
-     ns_dtype=None, ns_form="standard", adam_eps=None, adam_nesterov=False, label_fn=None, reshape=None,
-     mesh=None, stack_axis=None, track_stats=True)
+     ns_dtype=None, ns_form="standard", adam_eps=None, adam_nesterov=False, label_fn=None,
+     reshape=None, mesh=None, stack_axis=None, track_stats=True)
     -> GradientTransformation
     Hidden matrices (label "muon"): momentum (Nesterov) → scale_by_polar → decoupled weight
     decay → −learning_rate. Everything else (label "adam"): AdamW. `learning_rate` may be a
