@@ -39,16 +39,17 @@ def compose(name: str, overrides=()):
     return compose_run([f"+exp=nanogpt_{name}", *overrides])
 
 
-def jax_runner(name: str, block: int = 1):
+def jax_runner(name: str, block: int = 1, overrides=()):
     """(run_n_steps(n) -> seconds, spectra_call() -> seconds, spectra_every) for one optimizer;
-    `block` > 1 runs blocks of that many steps per dispatch, as the trainer does."""
+    `block` > 1 runs blocks of that many steps per dispatch, as the trainer does; `overrides`
+    are Hydra overrides (e.g. model=gpt_small)."""
     from experiments.nanogpt import data as data_lib
     from experiments.nanogpt import step as step_lib
     from experiments.runtime import step_blocks
     from experiments.runtime.mesh import make_data_mesh, replicated
     from experiments.studies import nanogpt
 
-    cfg = compose(name)
+    cfg = compose(name, overrides)
     corpus, gpt, tx = nanogpt.build(cfg)
     needs_st = cfg.optim.needs_activation_stable_ranks
     batch = data_lib.make_batch_fn(

@@ -49,11 +49,12 @@ def final_val_loss(run_dir: pathlib.Path) -> float:
     return summary["summary"]["val_loss"]
 
 
-def median_step_seconds(run_dir: pathlib.Path) -> float:
-    """Median `step_time_s` logged by the run: the steady-state step, without compile or I/O."""
+def median_step_seconds(run_dir: pathlib.Path) -> float | None:
+    """Median `step_time_s` logged by the run: the steady-state step, without compile or I/O.
+    None when the run logged none (all its steps fell in the block that compiled)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     times = sorted(row["step_time_s"] for row in rows if "step_time_s" in row)
-    return times[len(times) // 2]
+    return times[len(times) // 2] if times else None
 
 
 def report_where_the_time_goes(singles, sweep_dir, sequential, vmapped) -> None:
@@ -62,8 +63,13 @@ def report_where_the_time_goes(singles, sweep_dir, sequential, vmapped) -> None:
     On a compute-bound CPU the vmapped step does R runs' FLOPs, so it cannot beat R single steps
     by much; the sweep saves only the R-1 extra starts, compiles, evaluations' dispatch, etc.
     """
-    single_step = sum(map(median_step_seconds, singles)) / len(singles)
+    single_steps = [median_step_seconds(s) for s in singles]
     sweep_step = median_step_seconds(sweep_dir)
+    if sweep_step is None or None in single_steps:
+        print("steady-state step: not logged (every step fell in a compiling block; run more "
+              "steps than trainer.steps_per_dispatch)")  # fmt: skip
+        return
+    single_step = sum(single_steps) / len(singles)
     runs = len(singles)
     print(f"steady-state step: single {1e3 * single_step:.1f} ms; vmapped {1e3 * sweep_step:.1f} "
           f"ms for {runs} runs = {1e3 * sweep_step / runs:.1f} ms per run-step "

@@ -17,7 +17,7 @@ from specjax.linalg import (
     stable_rank,
 )
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "entropy_effective_rank",

@@ -19,7 +19,7 @@ Coefficient tables (data, so optimizers can plug in their own):
   and the authors' repository github.com/NoahAmsel/PolarExpress (checked in the tests).
 
 Two forms of the same iteration (`form=`):
-- "standard" iterates on X: each step costs 4m²n + 2m³ multiply-adds·2 (m ≤ n).
+- "standard" iterates on X: each step costs 4m²n + 2m³ FLOPs (m ≤ n).
 - "gram" iterates on the m×m Gram matrix (Gram Newton–Schulz: Zhang, Amsel, Chen & Dao 2026,
   tridao.me/blog/2026/gram-newton-schulz). X_{k+1} = Q_k X_k with Q_k = aI + bA_k + cA_k²
   symmetric and commuting with A_k, so A_{k+1} = Q_k A_k Q_k and X_K = (Q_{K-1}⋯Q_0) X_0:
