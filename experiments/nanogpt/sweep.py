@@ -174,9 +174,9 @@ def run_sweep(configs: Sequence[RunConfig], ctx: SweepContext) -> list[dict | No
         tx = traced_transform(base.optim, hp, total)
         return step_lib.spectra_capture(gpt, tx, needs_st, key)(run, batch)
 
-    # One member at a time (off the hot path): XLA's CPU runtime was seen to hang running the
-    # vmapped spectra program (6 gpt_baby members; its power iterations are while loops).
-    # Only the capture is jitted; the statistics are computed on the host (`make_spectra_fn`).
+    # One member at a time (off the hot path): XLA's CPU runtime was seen to hang running a
+    # vmapped spectra program over 6 gpt_baby members (back when it held power-iteration while
+    # loops). Only the capture is jitted; the statistics are computed on the host.
     capture_member = jax.jit(capture_one)
     widths = layers.activation_widths(mcfg, T)
 
