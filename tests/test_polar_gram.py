@@ -202,3 +202,20 @@ def test_muon_ns_form_changes_only_rounding(ns_form):
         )
         hidden_gap = float(jnp.abs(got["blocks"]["fc"]["kernel"]).max())
         assert hidden_gap > 1e-3  # the Muon leaves did move (not a vacuous comparison)
+
+
+def test_experiment_muon_config_defaults_to_auto_and_checks_the_form():
+    from experiments.optimizers import MuonConfig
+
+    assert MuonConfig().ns_form == "auto"
+    with pytest.raises(ValueError, match=r"optim.ns_form must be one of .*got 'grams'"):
+        MuonConfig(ns_form="grams")
+
+
+def test_experiment_muon_config_passes_the_form_to_muon(monkeypatch):
+    from experiments.optimizers import MuonConfig
+
+    seen = {}
+    monkeypatch.setattr(so, "muon", lambda *args, **kwargs: seen.update(kwargs))
+    MuonConfig(ns_form="gram").transform(1e-3, 10)
+    assert seen["ns_form"] == "gram"
