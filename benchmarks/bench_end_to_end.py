@@ -79,6 +79,12 @@ def warmup_steps(iters: int) -> int:
     return 100 if iters > 100 else max(1, iters // 2)
 
 
+def nanogpt_step_ms(log_text: str, from_iter: int = 0) -> list[float]:
+    """The per-step times nanoGPT's `train.py` prints (`--log_interval=1`), from `from_iter` on."""
+    found = re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", log_text)
+    return [float(ms) for it, ms in found if int(it) >= from_iter]
+
+
 def run_nanogpt(checkout, python, iters, work, tag="") -> tuple[float, dict]:
     out_dir = work / f"nanogpt_out{tag}"
     cmd = [python, "train.py", *NANOGPT_ARGS, f"--max_iters={iters}",
@@ -88,7 +94,7 @@ def run_nanogpt(checkout, python, iters, work, tag="") -> tuple[float, dict]:
     seconds = timed(cmd, checkout, log)
     text = log.read_text()
     evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", text)
-    step_ms = [float(m) for m in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms", text)]
+    step_ms = nanogpt_step_ms(text)
     return seconds, {
         "evals": len(evals),
         "val_loss": float(evals[-1][2]) if evals else float("nan"),

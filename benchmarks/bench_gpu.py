@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import re
 import statistics
 import subprocess
 import sys
@@ -98,7 +97,10 @@ def jax_gpt_tokens_per_s(exp: str, overrides: list[str], tokens: int, steps: int
     return tokens / statistics.median(run(steps) / steps for _ in range(rounds))
 
 
-def nanogpt_tokens_per_s(checkout: pathlib.Path, python: str, iters: int, smoke: bool) -> str:
+def nanogpt_tokens_per_s(checkout: pathlib.Path, python: str, iters: int, smoke: bool) -> float:
+    """nanoGPT's tokens/s over the second half of `iters` steps (past torch.compile's warm-up)."""
+    from bench_end_to_end import nanogpt_step_ms
+
     args = [*NANOGPT_GPU_ARGS, f"--max_iters={iters}", f"--lr_decay_iters={iters}",
             "--out_dir=/tmp/bench_gpu_nanogpt"]  # fmt: skip
     if smoke:
@@ -108,13 +110,12 @@ def nanogpt_tokens_per_s(checkout: pathlib.Path, python: str, iters: int, smoke:
     done = subprocess.run([python, "train.py", *args], cwd=checkout, capture_output=True,
                           text=True)  # fmt: skip
     if done.returncode != 0:
-        return f"nanoGPT failed ({done.returncode}): {done.stderr[-1500:]}"
-    found = re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", done.stdout)
-    ms = [float(t) for i, t in found if int(i) >= iters // 2]
+        raise RuntimeError(f"nanoGPT failed ({done.returncode}): {done.stderr[-1500:]}")
+    ms = nanogpt_step_ms(done.stdout, from_iter=iters // 2)
     if not ms:
-        return f"nanoGPT printed no step times: {done.stdout[-800:]}"
+        raise RuntimeError(f"nanoGPT printed no step times: {done.stdout[-800:]}")
     batch, context = (2, 32) if smoke else (64, 256)
-    return f"{batch * context / (statistics.median(ms) / 1e3):.0f}"
+    return batch * context / (statistics.median(ms) / 1e3)
 
 
 def gpt_small(args) -> None:
@@ -133,12 +134,11 @@ def gpt_small(args) -> None:
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     prepare_nanogpt(args.nanogpt, args.data or DEFAULT_DATA, args.torch_python, work)
-    iters = 6 if args.smoke else 200  # the second half's median: past torch.compile's warm-up
+    iters = 6 if args.smoke else 200
     theirs = nanogpt_tokens_per_s(args.nanogpt, args.torch_python, iters, args.smoke)
-    print(f"nanoGPT train.py (torch.compile, AdamW), same shape: {theirs} tokens/s")
-    if theirs.isdigit():
-        print(f"ours / nanoGPT: AdamW {ours['adamw'] / int(theirs):.2f}×, "
-              f"Muon {ours['muon'] / int(theirs):.2f}×")  # fmt: skip
+    compiled = "eager, --smoke" if args.smoke else "torch.compile"
+    print(f"nanoGPT train.py ({compiled}, AdamW), same shape: {theirs:,.0f} tokens/s")
+    print(f"ours / nanoGPT: AdamW {ours['adamw'] / theirs:.2f}×, Muon {ours['muon'] / theirs:.2f}×")
 
 
 def sweep(args) -> None:

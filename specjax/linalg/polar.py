@@ -151,11 +151,6 @@ def gram_is_cheaper(
     return _gram_flops(m, n, iters, restart_every) < _standard_flops(m, n, iters)
 
 
-def _check_form(form: str, restart_every: int) -> tuple[str, int]:
-    _validate.check_method(form, NS_FORMS, name="form")
-    return form, _validate.check_int(restart_every, "restart_every", minimum=1)
-
-
 def _standard_iterations(y: jax.Array, rows) -> jax.Array:
     for a, b, c in rows:
         gram = y @ _numerics.matrix_transpose(y)
@@ -202,7 +197,8 @@ def newton_schulz(
     table = _coefficient_table(coefficients)
     eps = _validate.check_nonnegative_float(eps, "eps")
     safety = _validate.check_nonnegative_float(safety, "safety")
-    form, restart_every = _check_form(form, restart_every)
+    _validate.check_method(form, NS_FORMS, name="form")
+    restart_every = _validate.check_int(restart_every, "restart_every", minimum=1)
     traced = not isinstance(table, np.ndarray)
     if form == "gram" and traced:
         raise ValueError(
@@ -280,7 +276,7 @@ def polar(
     σ = 0 stay 0); 1×n / n×1 → x/‖x‖; NaN/Inf → NaN; any scale from 1e-30 to 1e30.
     """
     _validate.check_method(method, POLAR_METHODS)
-    _check_form(form, GRAM_RESTART_EVERY)
+    _validate.check_method(form, NS_FORMS, name="form")
     x = _validate.as_matrix(x)
     if method == "svd":
         if iters is not None:
